@@ -1,0 +1,3 @@
+from ecr_automation.cli import main
+
+raise SystemExit(main())

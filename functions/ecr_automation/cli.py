@@ -1,0 +1,288 @@
+"""``ecr-automation``: run the functions locally, simulate event flows, check rules, backfill the ledger.
+
+Exit codes: 0 every event handled or deliberately ignored; 1 an event was rejected or a function
+failed (one line per event on stderr); 2 usage error or unreadable file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import sys
+from collections import deque
+from pathlib import Path
+from typing import Any, TextIO
+
+from ecr_automation.config import BUNDLED_RULES_FILE, ConfigurationError
+
+EXIT_OK, EXIT_REJECTED, EXIT_USAGE = 0, 1, 2
+DEFAULT_TEMPLATE = Path(__file__).resolve().parents[2] / "template.yaml"
+
+
+class UsageError(Exception):
+    pass
+
+
+def _read_json(path: str) -> object:
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except OSError as error:
+        raise UsageError(f"cannot read {path}: {error.strerror}") from None
+    except json.JSONDecodeError as error:
+        raise UsageError(f"{path} is not JSON: {error.msg} at line {error.lineno}") from None
+
+
+def _template(path: str) -> Any:
+    from ecr_automation.local.template import SamTemplate, TemplateError  # noqa: PLC0415 - local extra
+
+    try:
+        return SamTemplate.load(Path(path))
+    except TemplateError as error:
+        raise UsageError(str(error)) from None
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, str]:
+    overrides: dict[str, str] = {}
+    for pair in args.env or []:
+        name, separator, value = pair.partition("=")
+        if not separator:
+            raise UsageError(f"--env {pair!r}: expected NAME=VALUE")
+        overrides[name] = value
+    if getattr(args, "rules", None):
+        overrides["RULES_FILE"] = str(Path(args.rules).resolve())
+    if getattr(args, "dry_run", False):
+        overrides["DRY_RUN"] = "true"
+    return overrides
+
+
+@contextlib.contextmanager
+def _embedded(template: Any) -> Any:
+    from ecr_automation.local.runner import _environment  # noqa: PLC0415
+    from ecr_automation.local.standin import FAKE_CREDENTIALS, LocalWorld, embedded_aws  # noqa: PLC0415
+
+    # Point the SDK at nothing real: fake credentials, and no endpoint override that would bypass moto.
+    endpoints = {name: "" for name in os.environ if name.startswith("AWS_ENDPOINT_URL")}
+    with _environment({**FAKE_CREDENTIALS, **endpoints}), embedded_aws():
+        for name in endpoints:
+            os.environ.pop(name, None)
+        world = LocalWorld(template)
+        world.create_template_resources()
+        yield world
+
+
+def cmd_invoke(args: argparse.Namespace, out: TextIO) -> int:
+    from ecr_automation.adapters.clients import AwsClients  # noqa: PLC0415
+    from ecr_automation.local.runner import LocalRunner, names_only_resolver  # noqa: PLC0415
+
+    template = _template(args.template)
+    if args.function not in template.functions():
+        raise UsageError(
+            f"no function {args.function!r} in {args.template}; there are: {', '.join(template.functions())}"
+        )
+    event = _read_json(args.event)
+    overrides = _overrides(args)
+    with contextlib.ExitStack() as stack:
+        if args.embedded:
+            world = stack.enter_context(_embedded(template))
+            world.apply(event)
+            resolver = (world.reference, world.attribute)
+        else:
+            resolver = names_only_resolver(template)
+        runner = LocalRunner(
+            template, clients=AwsClients(), resolver=resolver, out=out, overrides=overrides, verbose=args.verbose
+        )
+        invocation = runner.invoke(args.function, event)
+    out.write(
+        json.dumps(
+            {
+                "kind": "invocation",
+                "function": invocation.function,
+                "status": invocation.status,
+                "result": invocation.result,
+            },
+            default=str,
+        )
+        + "\n"
+    )
+    if invocation.status in {"rejected", "failed"}:
+        print(f"{args.event}: {invocation.status}: {invocation.reason}", file=sys.stderr)
+        return EXIT_REJECTED
+    return EXIT_OK
+
+
+def run_simulation(
+    template: Any,
+    inputs: list[tuple[str, object]],
+    out: TextIO,
+    *,
+    overrides: dict[str, str],
+    findings: list[dict[str, Any]] | None = None,
+    bound: int | None = None,
+    verbose: bool = False,
+    on_input: Any = None,
+) -> tuple[list[str], dict[str, dict[str, str]]]:
+    """Run ``inputs`` through the template's functions on the embedded stand-in; returns errors and final tags."""
+    from ecr_automation.local.runner import DEFAULT_EVENT_BOUND, LocalRunner, simulate  # noqa: PLC0415
+    from ecr_automation.local.standin import ObservedClients  # noqa: PLC0415
+
+    with _embedded(template) as world:
+        if findings:
+            world.inject_findings(findings)
+        feedback: deque[dict[str, Any]] = deque()
+        runner = LocalRunner(
+            template,
+            clients=ObservedClients(feedback.append),
+            resolver=(world.reference, world.attribute),
+            out=out,
+            overrides=overrides,
+            verbose=verbose,
+        )
+        report = simulate(
+            runner,
+            inputs,
+            apply=world.apply,
+            feedback=feedback,
+            bound=bound or DEFAULT_EVENT_BOUND,
+            on_input=on_input,
+        )
+        return report.errors, world.state()
+
+
+def _findings(path: str | None) -> list[dict[str, Any]] | None:
+    if path is None:
+        return None
+    data = _read_json(path)
+    results = data if isinstance(data, list) else [data]
+    if not all(isinstance(result, dict) and "imageScanFindings" in result for result in results):
+        raise UsageError(f"{path}: expected DescribeImageScanFindings responses (with imageScanFindings)")
+    return results  # type: ignore[return-value]
+
+
+def cmd_simulate(args: argparse.Namespace, out: TextIO) -> int:
+    template = _template(args.template)
+    inputs = [(path, _read_json(path)) for path in args.events]
+    errors, state = run_simulation(
+        template,
+        inputs,
+        out,
+        overrides=_overrides(args),
+        findings=_findings(args.findings),
+        bound=args.max_events,
+        verbose=args.verbose,
+    )
+    out.write(json.dumps({"state": state}) + "\n")
+    for error in errors:
+        print(error, file=sys.stderr)
+    return EXIT_REJECTED if errors else EXIT_OK
+
+
+def cmd_check_config(args: argparse.Namespace, out: TextIO) -> int:
+    from ecr_automation.rules import load_rules  # noqa: PLC0415
+
+    path = Path(args.file)
+    try:
+        rules = load_rules(path)
+    except ConfigurationError as error:
+        print(f"invalid: {error}", file=sys.stderr)
+        return EXIT_REJECTED
+    sections = {name: len(getattr(rules, name)) for name in type(rules).model_fields}
+    out.write(f"ok: {path}: " + ", ".join(f"{count} {name} rule(s)" for name, count in sections.items()) + "\n")
+    return EXIT_OK
+
+
+def cmd_guard_backfill(args: argparse.Namespace, out: TextIO) -> int:
+    from ecr_automation.adapters.clients import AwsClients  # noqa: PLC0415
+    from ecr_automation.adapters.ecr import EcrRegistry  # noqa: PLC0415
+    from ecr_automation.adapters.ledger import TagLedger  # noqa: PLC0415
+    from ecr_automation.config import settings_from_environment  # noqa: PLC0415
+    from ecr_automation.local.runner import JsonLinesSink  # noqa: PLC0415
+    from ecr_automation.logic.guard import backfill  # noqa: PLC0415
+    from ecr_automation.models.domain import RepositoryRef  # noqa: PLC0415
+    from ecr_automation.rules import load_rules  # noqa: PLC0415
+
+    settings = settings_from_environment()
+    table = args.table or settings.ledger_table
+    if not table:
+        raise UsageError("no ledger table: pass --table or set TAG_LEDGER_TABLE")
+    rules = load_rules(Path(args.rules) if args.rules else settings.resolved_rules_file)
+    clients = AwsClients()
+    registry_id = args.registry_id or clients.client("sts", settings.region).get_caller_identity()["Account"]
+    sink = JsonLinesSink(out, "guard-backfill", None)
+    registry, ledger = EcrRegistry(clients, sink), TagLedger(clients, table, settings.region, sink)
+    for name in args.repositories:
+        report = backfill(RepositoryRef(registry_id, settings.region, name), rules.guard_for(name), registry, ledger)
+        out.write(json.dumps({"kind": "backfill_report", **report.__dict__}) + "\n")
+    return EXIT_OK
+
+
+def cmd_demo(args: argparse.Namespace, out: TextIO) -> int:
+    from ecr_automation.local.demo import run_demo  # noqa: PLC0415
+
+    return run_demo(_template(args.template), out)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ecr-automation", description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument("--template", default=str(DEFAULT_TEMPLATE), help="SAM template (default: %(default)s)")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    def runner_options(command: argparse.ArgumentParser) -> None:
+        command.add_argument("--env", action="append", metavar="NAME=VALUE", help="override a function variable")
+        command.add_argument("--rules", help="rules file to use instead of the template's RULES_FILE")
+        command.add_argument("--dry-run", action="store_true", help="report changes without making them")
+        command.add_argument("--verbose", action="store_true", help="let the functions log and emit metrics (stderr)")
+
+    invoke = commands.add_parser("invoke", help="run one function on one event, like `sam local invoke -e`")
+    invoke.add_argument("function", help="logical id in template.yaml, e.g. TagGuardFunction")
+    invoke.add_argument("event", help="event JSON file")
+    invoke.add_argument("--embedded", action="store_true", help="use an in-process AWS stand-in")
+    runner_options(invoke)
+    invoke.set_defaults(run=cmd_invoke)
+
+    sim = commands.add_parser("simulate", help="route events to every matching function, with feedback")
+    sim.add_argument("events", nargs="+", help="event JSON files, in order")
+    sim.add_argument("--config", dest="rules", help="rules file (default: the template's)")
+    sim.add_argument("--findings", help="DescribeImageScanFindings response(s) to serve")
+    sim.add_argument("--max-events", type=int, default=None, help="stop a feedback loop after this many events")
+    sim.add_argument("--env", action="append", metavar="NAME=VALUE", help="override a function variable")
+    sim.add_argument("--dry-run", action="store_true")
+    sim.add_argument("--verbose", action="store_true")
+    sim.set_defaults(run=cmd_simulate)
+
+    check = commands.add_parser("check-config", help="validate a rules file")
+    check.add_argument("file", nargs="?", default=str(BUNDLED_RULES_FILE))
+    check.set_defaults(run=cmd_check_config)
+
+    guard = commands.add_parser("guard", help="tag guard maintenance")
+    guard_commands = guard.add_subparsers(dest="guard_command", required=True)
+    backfill = guard_commands.add_parser("backfill", help="claim the protected tags repositories hold today")
+    backfill.add_argument("repositories", nargs="+")
+    backfill.add_argument("--table", help="ledger table (default: $TAG_LEDGER_TABLE)")
+    backfill.add_argument("--registry-id", help="registry (account) id (default: the caller's account)")
+    backfill.add_argument("--rules", help="rules file (default: the bundled one)")
+    backfill.set_defaults(run=cmd_guard_backfill)
+
+    demo = commands.add_parser("demo", help="a narrated end-to-end scenario on embedded stand-ins")
+    demo.set_defaults(run=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit_:
+        return int(exit_.code or 0)
+    out = sys.stdout
+    try:
+        # Whatever the functions print (logs, metrics) goes to stderr: stdout carries only side effects.
+        with contextlib.redirect_stdout(sys.stderr):
+            return int(args.run(args, out))
+    except UsageError as error:
+        print(f"ecr-automation: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    except ConfigurationError as error:
+        print(f"ecr-automation: {error}", file=sys.stderr)
+        return EXIT_REJECTED

@@ -1,0 +1,64 @@
+"""Runtime configuration, parsed once from the Lambda environment into a typed model.
+
+This is the only module that reads ``os.environ``: everything else receives a ``Settings``.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+# EventBridge refuses events over 256 KiB, so anything larger never came from it.
+EVENTBRIDGE_MAX_EVENT_BYTES = 256 * 1024
+BUNDLED_RULES_FILE = Path(__file__).resolve().parent.parent / "rules.toml"
+
+
+class ConfigurationError(ValueError):
+    """The environment or the rules file is invalid; raised at start-up, never mid-event."""
+
+
+class Settings(BaseModel):
+    model_config = ConfigDict(frozen=True, populate_by_name=True)
+
+    region: str = Field(alias="AWS_REGION", min_length=1)
+    rules_file: Path = Field(alias="RULES_FILE", default=BUNDLED_RULES_FILE)
+    ledger_table: str | None = Field(alias="TAG_LEDGER_TABLE", default=None)
+    idempotency_table: str | None = Field(alias="IDEMPOTENCY_TABLE", default=None)
+    event_bus_name: str = Field(alias="EVENT_BUS_NAME", default="default")
+    dead_letter_queue_url: str | None = Field(alias="DEAD_LETTER_QUEUE_URL", default=None)
+    dry_run: bool = Field(alias="DRY_RUN", default=False)
+    max_event_bytes: int = Field(alias="MAX_EVENT_BYTES", default=EVENTBRIDGE_MAX_EVENT_BYTES, gt=0)
+    # Task root of the deployed function: relative RULES_FILE paths resolve against it.
+    task_root: Path | None = Field(alias="LAMBDA_TASK_ROOT", default=None)
+
+    @field_validator("ledger_table", "idempotency_table", "dead_letter_queue_url", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        # CloudFormation conditions render "unset" as an empty string.
+        return value or None
+
+    @property
+    def resolved_rules_file(self) -> Path:
+        if self.rules_file.is_absolute() or self.task_root is None:
+            return self.rules_file
+        return self.task_root / self.rules_file
+
+
+def settings_from_environment(environ: dict[str, str] | None = None) -> Settings:
+    source = dict(os.environ if environ is None else environ)
+    source.setdefault("AWS_REGION", source.get("AWS_DEFAULT_REGION", ""))
+    known = {field.alias for field in Settings.model_fields.values() if field.alias}
+    try:
+        return Settings.model_validate({key: value for key, value in source.items() if key in known})
+    except ValidationError as error:
+        first = error.errors()[0]
+        name = ".".join(str(part) for part in first["loc"])
+        raise ConfigurationError(f"environment variable {name}: {first['msg']}") from None
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return settings_from_environment()

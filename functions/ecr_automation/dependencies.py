@@ -1,0 +1,81 @@
+"""The wiring: which adapter serves which port, built lazily on first use and cached.
+
+Handlers ask ``get_dependencies()``; tests and the local runner install their own with
+``use_dependencies()``. Nothing here touches the network until an adapter is first used.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from typing import TYPE_CHECKING
+
+from ecr_automation.adapters.clients import AwsClients
+from ecr_automation.adapters.dead_letters import DeadLetterQueue, NoDeadLetterQueue
+from ecr_automation.adapters.ecr import EcrRegistry
+from ecr_automation.adapters.effects_log import LoggingSink
+from ecr_automation.adapters.ledger import TagLedger
+from ecr_automation.adapters.publisher import EventPublisher
+from ecr_automation.config import ConfigurationError, Settings, get_settings
+from ecr_automation.models.effects import EffectSink
+from ecr_automation.rules import Rules, cached_rules
+
+if TYPE_CHECKING:
+    from aws_lambda_powertools.utilities.idempotency import DynamoDBPersistenceLayer
+
+
+class Dependencies:
+    def __init__(self, settings: Settings, clients: AwsClients | None = None, sink: EffectSink | None = None) -> None:
+        self.settings = settings
+        self.clients = clients or AwsClients()
+        self.sink: EffectSink = sink or LoggingSink()
+
+    @cached_property
+    def rules(self) -> Rules:
+        return cached_rules(self.settings.resolved_rules_file)
+
+    @cached_property
+    def registry(self) -> EcrRegistry:
+        return EcrRegistry(self.clients, self.sink, dry_run=self.settings.dry_run)
+
+    @cached_property
+    def ledger(self) -> TagLedger:
+        if not self.settings.ledger_table:
+            raise ConfigurationError("environment variable TAG_LEDGER_TABLE: required by this function")
+        return TagLedger(self.clients, self.settings.ledger_table, self.settings.region, self.sink)
+
+    @cached_property
+    def publisher(self) -> EventPublisher:
+        return EventPublisher(self.clients, self.settings.event_bus_name, self.settings.region, self.sink)
+
+    @cached_property
+    def dead_letters(self) -> DeadLetterQueue | NoDeadLetterQueue:
+        if not self.settings.dead_letter_queue_url:
+            return NoDeadLetterQueue()
+        return DeadLetterQueue(self.clients, self.settings.dead_letter_queue_url, self.settings.region, self.sink)
+
+    @cached_property
+    def idempotency_store(self) -> DynamoDBPersistenceLayer | None:
+        if not self.settings.idempotency_table:
+            return None
+        from aws_lambda_powertools.utilities.idempotency import DynamoDBPersistenceLayer  # noqa: PLC0415 - cold start
+
+        return DynamoDBPersistenceLayer(
+            table_name=self.settings.idempotency_table,
+            boto3_client=self.clients.client("dynamodb", self.settings.region),
+        )
+
+
+_current: Dependencies | None = None
+
+
+def get_dependencies() -> Dependencies:
+    global _current  # noqa: PLW0603 - one container per Lambda execution environment
+    if _current is None:
+        _current = Dependencies(get_settings())
+    return _current
+
+
+def use_dependencies(dependencies: Dependencies | None) -> None:
+    """Install a container (tests, local runner); None forgets it so the next call rebuilds."""
+    global _current  # noqa: PLW0603
+    _current = dependencies

@@ -1,0 +1,1 @@
+"""Lambda entry points: parse the event, wire Powertools, call one piece of logic."""

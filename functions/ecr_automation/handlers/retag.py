@@ -1,0 +1,53 @@
+"""RetagFunction: floating version aliases, digest and pattern tags on push; promotion on a clean scan."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from ecr_automation.dependencies import get_dependencies
+from ecr_automation.handlers.edge import process_event
+from ecr_automation.logic.retag import RetagEvent, Retagger, RetagResult
+from ecr_automation.models.events import ImageActionEvent, ImageScanEvent, InspectorScanEvent
+
+logger = Logger()
+tracer = Tracer()
+metrics = Metrics()
+
+ACCEPTS: tuple[type[RetagEvent], ...] = (ImageActionEvent, ImageScanEvent, InspectorScanEvent)
+
+
+def retag(event: RetagEvent) -> dict[str, Any]:
+    dependencies = get_dependencies()
+    outcome = Retagger(dependencies.rules, dependencies.registry, dependencies.ledger).handle(event)
+    for name, count in (
+        ("TagsWritten", len(outcome.written)),
+        ("TagsSkipped", len(outcome.skipped)),
+        ("TagsRefused", len(outcome.refused)),
+    ):
+        if count:
+            metrics.add_metric(name=name, unit=MetricUnit.Count, value=count)
+    if outcome.refused or outcome.result in {RetagResult.REFUSED, RetagResult.IMAGE_GONE}:
+        logger.warning("retag not applied in full", extra={"outcome": outcome.as_dict()})
+    else:
+        logger.info("retag", extra={"outcome": outcome.as_dict()})
+    return outcome.as_dict()
+
+
+@logger.inject_lambda_context(clear_state=True)  # no keys leak from the previous invocation
+@metrics.log_metrics
+@tracer.capture_lambda_handler
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    return process_event(
+        event,
+        context,
+        function="RetagFunction",
+        accepts=ACCEPTS,
+        action=retag,
+        dependencies=get_dependencies(),
+        logger=logger,
+        metrics=metrics,
+    )

@@ -1,0 +1,57 @@
+"""TagGuardFunction: protected tags can never be moved to another digest or deleted."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from ecr_automation.dependencies import get_dependencies
+from ecr_automation.handlers.edge import process_event
+from ecr_automation.logic.guard import GuardResult, TagGuard
+from ecr_automation.models.events import ApiCallEvent, ImageActionEvent
+
+logger = Logger()
+tracer = Tracer()
+metrics = Metrics()
+
+METRIC_BY_RESULT = {
+    GuardResult.CLAIMED: "TagClaims",
+    GuardResult.REVERTED: "ViolationsReverted",
+    GuardResult.RESTORED: "ViolationsReverted",
+    GuardResult.UNRECOVERABLE: "ViolationsUnrecoverable",
+    GuardResult.REFUSED: "ViolationsUnrecoverable",
+    GuardResult.DRY_RUN: "ViolationsReported",
+}
+
+
+def guard(event: ImageActionEvent | ApiCallEvent) -> dict[str, Any]:
+    dependencies = get_dependencies()
+    tag_guard = TagGuard(dependencies.rules, dependencies.registry, dependencies.ledger, dependencies.publisher)
+    if isinstance(event, ApiCallEvent):
+        attributed = tag_guard.attribute(event)
+        return {"result": "attributed" if attributed else "recorded", "violations_attributed": len(attributed)}
+    outcome = tag_guard.handle(event)
+    if metric := METRIC_BY_RESULT.get(outcome.result):
+        metrics.add_metric(name=metric, unit=MetricUnit.Count, value=1)
+    if outcome.violation is not None:
+        logger.warning("tag guard violation", extra={"violation": outcome.violation.as_event_detail()})
+    return {"result": outcome.result.value, "tag": outcome.tag}
+
+
+@logger.inject_lambda_context(clear_state=True)  # no keys leak from the previous invocation
+@metrics.log_metrics
+@tracer.capture_lambda_handler
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    return process_event(
+        event,
+        context,
+        function="TagGuardFunction",
+        accepts=(ImageActionEvent, ApiCallEvent),
+        action=guard,
+        dependencies=get_dependencies(),
+        logger=logger,
+        metrics=metrics,
+    )

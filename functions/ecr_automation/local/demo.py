@@ -1,0 +1,129 @@
+"""``ecr-automation demo``: a narrated scenario on the embedded stand-ins, for a first look."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any, TextIO
+
+from ecr_automation.local.standin import LOCAL_ACCOUNT, LOCAL_REGION, ecr_image_action
+from ecr_automation.local.template import SamTemplate
+from ecr_automation.models.domain import RepositoryRef
+
+REPOSITORY = RepositoryRef(LOCAL_ACCOUNT, LOCAL_REGION, "team/web")
+
+
+def _digest(name: str) -> str:
+    return "sha256:" + hashlib.sha256(name.encode()).hexdigest()
+
+
+V1_9_0, V1_10_0, V1_9_5, IMPOSTOR = (_digest(name) for name in ("1.9.0", "1.10.0", "1.9.5", "impostor"))
+
+
+def _push(tag: str | None, digest: str) -> dict[str, Any]:
+    return ecr_image_action(REPOSITORY, digest, action="PUSH", tag=tag)
+
+
+def _delete(tag: str, digest: str) -> dict[str, Any]:
+    return ecr_image_action(REPOSITORY, digest, action="DELETE", tag=tag)
+
+
+def _scan(digest: str, tags: list[str], counts: dict[str, int]) -> dict[str, Any]:
+    event = _push(None, digest)
+    event["detail-type"] = "ECR Image Scan"
+    event["resources"] = [REPOSITORY.arn]
+    event["detail"] = {
+        "scan-status": "COMPLETE",
+        "repository-name": REPOSITORY.name,
+        "image-digest": digest,
+        "image-tags": tags,
+        "finding-severity-counts": counts,
+    }
+    return event
+
+
+def scenario() -> list[tuple[str, object]]:
+    malformed = _push("v9.9.9", V1_9_0)
+    malformed["detail"]["image-digest"] = "md5:not-a-digest"
+    return [
+        (
+            f"CI pushes {REPOSITORY.name}:v1.9.0: the guard claims it, retag adds aliases and a digest tag",
+            _push("v1.9.0", V1_9_0),
+        ),
+        ("CI pushes v1.10.0: v1 and latest move forward (1.10 > 1.9, numerically)", _push("v1.10.0", V1_10_0)),
+        ("A hotfix v1.9.5 is pushed later: only v1.9 moves; v1 and latest stay on v1.10.0", _push("v1.9.5", V1_9_5)),
+        (
+            "Someone pushes another image as v1.10.0: reverted, quarantined, reported; retag ignores it",
+            _push("v1.10.0", IMPOSTOR),
+        ),
+        (
+            "Someone deletes v1.10.0: the image survives under its other tags, and the guard restores the tag",
+            _delete("v1.10.0", V1_10_0),
+        ),
+        (
+            "The scan of v1.9.5 finds a HIGH vulnerability: no promotion, and the reason is given",
+            _scan(V1_9_5, ["v1.9.5"], {"HIGH": 1, "LOW": 2}),
+        ),
+        ("The scan of v1.10.0 is clean: it is promoted to `scanned`", _scan(V1_10_0, ["v1.10.0"], {})),
+        ("A malformed event arrives: rejected with a one-line reason, never reaching a function", malformed),
+    ]
+
+
+def _short(value: object) -> str:
+    text = str(value)
+    return text[:19] + "…" if text.startswith("sha256:") else text
+
+
+class _Narrator:
+    """Turns the runner's JSON effect lines into indented, readable lines."""
+
+    def __init__(self, out: TextIO) -> None:
+        self._out = out
+        self._buffer = ""
+
+    def write(self, text: str) -> int:
+        self._buffer += text
+        while "\n" in self._buffer:
+            line, self._buffer = self._buffer.split("\n", 1)
+            self._line(json.loads(line))
+        return len(text)
+
+    def flush(self) -> None:
+        self._out.flush()
+
+    def _line(self, effect: dict[str, Any]) -> None:
+        kind = effect.pop("kind", "?")
+        who = effect.pop("function", "")
+        effect.pop("event_id", None)
+        effect.pop("input", None)
+        if kind == "note":
+            text = "; ".join(effect.get("notes", []))
+        elif kind == "event_published":
+            detail = effect.get("detail", {})
+            text = f"{effect.get('detail_type')}: {detail.get('summary', '')}"
+        else:
+            text = ", ".join(f"{key}={_short(value)}" for key, value in effect.items())
+        self._out.write(f"     {who or 'runner':<18} {kind:<20} {text}\n")
+
+    def narrate(self, label: str) -> None:
+        self._step = getattr(self, "_step", 0) + 1
+        self._out.write(f"\n{self._step}. {label}\n")
+
+
+def run_demo(template: SamTemplate, out: TextIO) -> int:
+    from ecr_automation.cli import run_simulation  # noqa: PLC0415
+
+    out.write("ecr-automation demo: the template's functions on an embedded AWS stand-in (moto),\n")
+    out.write("events routed by the template's EventBridge rules, the functions' own writes fed back as events.\n")
+    narrator = _Narrator(out)
+    errors, state = run_simulation(template, scenario(), narrator, overrides={}, on_input=narrator.narrate)  # type: ignore[arg-type]
+    out.write("\nFinal tags:\n")
+    for repository, tags in state.items():
+        for tag, digest in tags.items():
+            out.write(f"  {repository}:{tag:<24} -> {_short(digest)}\n")
+    expected_rejections = [error for error in errors if "rejected" in error]
+    unexpected = [error for error in errors if error not in expected_rejections]
+    out.write(f"\n{len(expected_rejections)} event rejected as intended; {len(unexpected)} unexpected error(s).\n")
+    for error in unexpected:
+        out.write(f"  error: {error}\n")
+    return 0 if not unexpected and len(expected_rejections) == 1 else 1

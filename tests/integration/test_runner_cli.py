@@ -1,0 +1,142 @@
+"""The local runner: every sample event goes through `invoke` and `simulate`; exit codes and output are the contract."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ecr_automation.cli import main
+from tests.conftest import EVENTS, ROOT
+
+VALID = sorted(path.relative_to(EVENTS).as_posix() for path in EVENTS.glob("*.json"))
+UNKNOWN = sorted(path.relative_to(EVENTS).as_posix() for path in EVENTS.glob("unknown/*.json"))
+MALFORMED = sorted(path.relative_to(EVENTS).as_posix() for path in EVENTS.glob("malformed/*.json"))
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, list[dict[str, Any]], str]:
+    code = main(list(argv))
+    captured = capsys.readouterr()
+    lines = [json.loads(line) for line in captured.out.splitlines() if line.strip()]
+    return code, lines, captured.err
+
+
+def test_there_are_samples_of_every_kind() -> None:
+    assert len(VALID) >= 15 and UNKNOWN and MALFORMED
+
+
+@pytest.mark.parametrize("sample", VALID + UNKNOWN)
+def test_every_well_formed_sample_simulates_cleanly(sample: str, capsys: pytest.CaptureFixture[str]) -> None:
+    code, lines, err = run(capsys, "simulate", str(EVENTS / sample))
+    assert code == 0, err
+    assert err == ""
+    assert all("kind" in line for line in lines[:-1])
+    assert set(lines[-1]) == {"state"}
+
+
+@pytest.mark.parametrize("sample", VALID + UNKNOWN)
+def test_every_well_formed_sample_invokes_the_guard_cleanly(sample: str, capsys: pytest.CaptureFixture[str]) -> None:
+    code, lines, err = run(capsys, "invoke", "TagGuardFunction", str(EVENTS / sample), "--embedded")
+    assert code == 0, err
+    assert lines[-1]["kind"] == "invocation"
+    assert lines[-1]["status"] in {"processed", "ignored"}
+
+
+@pytest.mark.parametrize("sample", MALFORMED)
+def test_every_malformed_sample_is_rejected_with_one_line(sample: str, capsys: pytest.CaptureFixture[str]) -> None:
+    for argv in (
+        ["simulate", str(EVENTS / sample)],
+        ["invoke", "TagGuardFunction", str(EVENTS / sample), "--embedded"],
+    ):
+        code, lines, err = run(capsys, *argv)
+        assert code == 1
+        assert len(err.strip().splitlines()) == 1, err
+        assert "rejected" in err and "Traceback" not in err
+        assert any(line.get("kind") == "event_rejected" for line in lines)
+
+
+def test_a_conflicting_push_ends_with_the_tag_on_the_first_digest(capsys: pytest.CaptureFixture[str]) -> None:
+    first = json.loads((EVENTS / "ecr-push-tagged.json").read_text())
+    second = json.loads((EVENTS / "ecr-push-conflicting.json").read_text())
+    assert first["detail"]["image-tag"] == second["detail"]["image-tag"]
+    assert first["detail"]["image-digest"] != second["detail"]["image-digest"]
+
+    code, lines, err = run(
+        capsys, "simulate", str(EVENTS / "ecr-push-tagged.json"), str(EVENTS / "ecr-push-conflicting.json")
+    )
+
+    assert code == 0, err
+    repository = first["detail"]["repository-name"]
+    tags = lines[-1]["state"][repository]
+    assert tags[first["detail"]["image-tag"]] == first["detail"]["image-digest"]
+    quarantine = f"quarantine-{second['detail']['image-digest'][7:19]}"
+    assert tags[quarantine] == second["detail"]["image-digest"]
+    kinds = [line.get("kind") for line in lines]
+    assert kinds.count("tag_reverted") == 1 and kinds.count("image_quarantined") == 1
+    published = [line for line in lines if line.get("kind") == "event_published"]
+    assert [line["detail_type"] for line in published] == ["Tag Guard Violation"]
+
+
+def test_simulate_replays_change_nothing(capsys: pytest.CaptureFixture[str]) -> None:
+    push, conflict = str(EVENTS / "ecr-push-tagged.json"), str(EVENTS / "ecr-push-conflicting.json")
+    code, once, _ = run(capsys, "simulate", push, conflict)
+    code_twice, twice, _ = run(capsys, "simulate", push, conflict, conflict, push)
+    assert code == code_twice == 0
+    assert once[-1] == twice[-1]
+    writes = [line for line in twice if line.get("kind") in {"tag_reverted", "image_quarantined", "event_published"}]
+    assert len(writes) == 3
+
+
+def test_simulate_stops_a_feedback_loop_at_the_bound(capsys: pytest.CaptureFixture[str]) -> None:
+    push, conflict = str(EVENTS / "ecr-push-tagged.json"), str(EVENTS / "ecr-push-conflicting.json")
+    code, _, err = run(capsys, "simulate", push, conflict, "--max-events", "2")
+    assert code == 1
+    assert "did not settle after 2 events" in err
+
+
+def test_unreadable_file_is_a_usage_error(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    broken = tmp_path / "broken.json"
+    broken.write_text("{not json")
+    assert run(capsys, "simulate", str(tmp_path / "absent.json"))[0] == 2
+    code, _, err = run(capsys, "invoke", "TagGuardFunction", str(broken))
+    assert code == 2 and "is not JSON" in err
+    assert run(capsys, "invoke", "NoSuchFunction", str(EVENTS / "ecr-push-tagged.json"))[0] == 2
+
+
+def test_check_config(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    assert main(["check-config"]) == 0
+    assert capsys.readouterr().out.startswith("ok: ")
+    bad = tmp_path / "rules.toml"
+    bad.write_text("[[guard]]\non_violation = 'explode'\n")
+    code = main(["check-config", str(bad)])
+    err = capsys.readouterr().err
+    assert code == 1 and "guard.0.on_violation" in err and len(err.strip().splitlines()) == 1
+
+
+def test_the_installed_command_rejects_without_a_traceback() -> None:
+    completed = subprocess.run(
+        [sys.executable, "-m", "ecr_automation", "simulate", str(EVENTS / "malformed" / "missing-digest.json")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        cwd=ROOT,
+    )
+    assert completed.returncode == 1
+    assert completed.stderr.strip().splitlines() == [
+        f"{EVENTS / 'malformed' / 'missing-digest.json'}: rejected: detail.image-digest: field required"
+    ]
+
+
+def test_demo_runs_end_to_end() -> None:
+    completed = subprocess.run(
+        [sys.executable, "-m", "ecr_automation", "demo"], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert completed.returncode == 0, completed.stderr
+    assert "tag_reverted" in completed.stdout and "tag_restored" in completed.stdout
+    final_tags = completed.stdout.split("Final tags:", 1)[1]
+    assert "team/web:v1.10.0" in final_tags and "team/web:scanned" in final_tags

@@ -1,0 +1,88 @@
+"""What a reviewer checks in the template: scoped permissions, bounded retries, somewhere for failures to go."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from ecr_automation.local.template import FUNCTION_TYPE, SamTemplate
+
+
+def statements(properties: dict[str, Any]) -> list[dict[str, Any]]:
+    return [
+        statement
+        for policy in properties.get("Policies", [])
+        if isinstance(policy, dict)
+        for statement in policy.get("Statement", [])
+    ]
+
+
+def actions(statement: dict[str, Any]) -> list[str]:
+    value = statement["Action"]
+    return value if isinstance(value, list) else [value]
+
+
+def functions(template: SamTemplate) -> dict[str, dict[str, Any]]:
+    found = template.resources_of_type(FUNCTION_TYPE)
+    assert found, "the template declares no function"
+    return found
+
+
+def test_no_wildcard_resources_or_actions(template: SamTemplate) -> None:
+    for logical_id, properties in functions(template).items():
+        assert statements(properties), f"{logical_id} has no inline policy"
+        for statement in statements(properties):
+            assert statement["Resource"] != "*", f"{logical_id}: {statement.get('Sid')} is on every resource"
+            assert not any(action.endswith(":*") or action == "*" for action in actions(statement)), statement
+
+
+def test_dynamodb_access_is_limited_to_the_templates_tables(template: SamTemplate) -> None:
+    tables = set(template.resources_of_type("AWS::DynamoDB::Table"))
+    for logical_id, properties in functions(template).items():
+        for statement in statements(properties):
+            if any(action.startswith("dynamodb:") for action in actions(statement)):
+                resource = statement["Resource"]
+                assert isinstance(resource, dict) and "Fn::GetAtt" in resource, (logical_id, resource)
+                assert resource["Fn::GetAtt"][0] in tables
+                assert not {"dynamodb:Scan", "dynamodb:DeleteTable"} & set(actions(statement))
+
+
+def test_ecr_access_is_scoped_to_the_repository_parameter(template: SamTemplate) -> None:
+    for properties in functions(template).values():
+        for statement in statements(properties):
+            if any(action.startswith("ecr:") for action in actions(statement)):
+                assert "${RepositoryScope}" in statement["Resource"]["Fn::Sub"]
+
+
+def test_tracing_and_bounded_async_retries_with_a_failure_destination(template: SamTemplate) -> None:
+    assert template.body["Globals"]["Function"]["Tracing"] == "Active"
+    for logical_id, properties in functions(template).items():
+        config = properties["EventInvokeConfig"]
+        assert 0 <= config["MaximumRetryAttempts"] <= 2, logical_id
+        assert config["DestinationConfig"]["OnFailure"]["Type"] == "SQS"
+
+
+def test_every_rule_has_a_dead_letter_queue_and_a_retry_policy(template: SamTemplate) -> None:
+    for logical_id, properties in functions(template).items():
+        for name, event in properties["Events"].items():
+            assert event["Type"] == "EventBridgeRule", f"{logical_id}.{name}: use EventBridgeRule"
+            assert "DeadLetterConfig" in event["Properties"], f"{logical_id}.{name}"
+            retry = event["Properties"]["RetryPolicy"]
+            assert retry["MaximumRetryAttempts"] <= 10 and retry["MaximumEventAgeInSeconds"] <= 86400
+
+
+@pytest.mark.parametrize("table", ["TagLedgerTable", "IdempotencyTable"])
+def test_tables_are_on_demand_recoverable_and_encrypted(template: SamTemplate, table: str) -> None:
+    properties = template.resources_of_type("AWS::DynamoDB::Table")[table]
+    assert properties["BillingMode"] == "PAY_PER_REQUEST"
+    assert properties["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"] is True
+    assert properties["SSESpecification"]["SSEEnabled"] is True
+
+
+def test_no_secret_is_passed_in_the_environment(template: SamTemplate) -> None:
+    variables = template.body["Globals"]["Function"]["Environment"]["Variables"]
+    for properties in functions(template).values():
+        variables = {**variables, **properties.get("Environment", {}).get("Variables", {})}
+    for name in variables:
+        assert not any(word in name.upper() for word in ("SECRET", "TOKEN", "PASSWORD", "WEBHOOK")), name

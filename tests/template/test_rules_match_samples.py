@@ -1,0 +1,86 @@
+"""Every EventBridge rule in the template matches exactly the sample events meant for it, and no other."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from moto.events.models import EventPattern
+
+from ecr_automation.local.template import SamTemplate
+from tests.conftest import EVENTS
+
+SAMPLES = sorted(path.relative_to(EVENTS).as_posix() for path in EVENTS.rglob("*.json"))
+
+EXPECTED: dict[str, set[str]] = {
+    "TagGuardFunction": {
+        "ecr-push-tagged.json",
+        "ecr-push-conflicting.json",
+        "ecr-push-latest.json",
+        "ecr-delete.json",
+        "cloudtrail-put-image.json",
+        # Patterns do not validate: these look like what the rule matches, are delivered, and the
+        # function rejects them to the dead-letter queue.
+        "malformed/missing-digest.json",
+        "malformed/bad-repository-name.json",
+        "malformed/bad-tag.json",
+    },
+    "RetagFunction": {
+        "ecr-push-tagged.json",
+        "ecr-push-conflicting.json",
+        "ecr-push-latest.json",
+        "ecr-push-by-digest.json",
+        "ecr-scan-findings.json",
+        "ecr-scan-clean.json",
+        "inspector-scan.json",
+        "malformed/missing-digest.json",
+        "malformed/bad-repository-name.json",
+        "malformed/bad-tag.json",
+        "malformed/mistyped-counts.json",
+    },
+}
+MEANT_FOR_NONE = {
+    "ecr-archive.json",
+    "ecr-restore.json",
+    "ecr-scan-failed.json",
+    "inspector-finding.json",
+    "ecr-replication-success.json",
+    "ecr-replication-failed.json",
+    "ecr-pull-through-cache.json",
+    "ecr-referrer-action.json",
+    "ecr-scan-resource-change.json",
+    "unknown/unknown-detail-type.json",
+    "unknown/unknown-action-type.json",
+    "malformed/wrong-source.json",
+    "malformed/not-an-object.json",
+}
+
+
+def matches(pattern: dict[str, object], event: object) -> bool:
+    if not isinstance(event, dict):
+        return False
+    return bool(EventPattern.load(json.dumps(pattern)).matches_event(event))  # type: ignore[arg-type]
+
+
+def test_every_function_has_expectations(template: SamTemplate) -> None:
+    missing = set(template.functions()) - set(EXPECTED)
+    assert not missing, f"add the samples meant for {sorted(missing)} to EXPECTED"
+
+
+def test_every_sample_is_accounted_for() -> None:
+    meant = set().union(*EXPECTED.values()) | MEANT_FOR_NONE
+    assert set(SAMPLES) == meant, f"new: {set(SAMPLES) - meant}, gone: {meant - set(SAMPLES)}"
+    assert not set().union(*EXPECTED.values()) & MEANT_FOR_NONE
+
+
+@pytest.mark.parametrize("sample", SAMPLES)
+def test_sample_reaches_exactly_the_functions_meant_for_it(template: SamTemplate, sample: str) -> None:
+    event = json.loads(Path(EVENTS / sample).read_text())
+    reached = {
+        logical_id
+        for logical_id, function in template.functions().items()
+        if any(matches(rule.pattern, event) for rule in function.rules)
+    }
+    meant = {logical_id for logical_id, samples in EXPECTED.items() if sample in samples}
+    assert reached == meant
