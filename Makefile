@@ -12,4 +12,4 @@ test:
 check: test
 
 clean:
-	rm -rf .venv .venv-tools .sam-build .pytest_cache .mypy_cache .ruff_cache
+	rm -rf .venv .venv-tools .venv-py311 .sam-build .pytest_cache .mypy_cache .ruff_cache

@@ -22,6 +22,15 @@ find_python() {
   log "no Python >= 3.11 found"; return 1
 }
 
+find_python311() {
+  local candidate
+  for candidate in "$(command -v python3.11 2>/dev/null || true)" \
+      "$(ls -d "$(pyenv root 2>/dev/null || echo /root/.pyenv)"/versions/3.11*/bin/python3.11 2>/dev/null | sort -V | tail -n 1)"; do
+    [ -n "$candidate" ] && [ -x "$candidate" ] && { echo "$candidate"; return 0; }
+  done
+  return 1
+}
+
 # venv DIR STAMP_INPUTS... -- PIP_ARGS...: (re)creates DIR when the inputs changed since the last install.
 venv() {
   local dir="$1"; shift
@@ -56,8 +65,14 @@ case "$what" in
     # Independent installs: run them side by side (the machine has two cores and a fast mirror).
     venv .venv pyproject.toml -- -e ".[dev]" & app_pid=$!
     venv .venv-tools requirements-tools.txt -- -r requirements-tools.txt & tools_pid=$!
+    # The code must also run on Python 3.11 (the oldest supported): a venv for the unit tests there.
+    if py311="$(find_python311)"; then
+      PYTHON="$py311" venv .venv-py311 pyproject.toml -- -e ".[dev]" & py311_pid=$!
+    else
+      log "no Python 3.11 found: the 3.11 unit-test run will fail"; py311_pid=""
+    fi
     system_packages
-    wait "$app_pid"; wait "$tools_pid"
+    wait "$app_pid"; wait "$tools_pid"; [ -z "$py311_pid" ] || wait "$py311_pid"
     ;;
   *) log "usage: $0 [app|all]"; exit 2 ;;
 esac

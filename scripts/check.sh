@@ -12,6 +12,9 @@ export ECR_AUTOMATION_TOOLS_BIN="$PWD/.venv-tools/bin"
 echo "== ruff check"; ruff check .
 echo "== ruff format --check"; ruff format --check .
 echo "== mypy"; mypy
+echo "== unit tests on Python 3.11 (the oldest supported)"
+[ -x .venv-py311/bin/python ] || { echo "no .venv-py311: Python 3.11 is missing" >&2; exit 1; }
+.venv-py311/bin/python -m pytest tests/unit -q -p no:cacheprovider
 echo "== pytest"
 set +e
 python -m pytest "$@"

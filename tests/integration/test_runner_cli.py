@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 import sys
@@ -12,6 +13,7 @@ import pytest
 
 from ecr_automation.cli import main
 from tests.conftest import EVENTS, ROOT
+from tests.support.moto_server import MotoServer
 
 VALID = sorted(path.relative_to(EVENTS).as_posix() for path in EVENTS.glob("*.json"))
 UNKNOWN = sorted(path.relative_to(EVENTS).as_posix() for path in EVENTS.glob("unknown/*.json"))
@@ -140,3 +142,81 @@ def test_demo_runs_end_to_end() -> None:
     assert "tag_reverted" in completed.stdout and "tag_restored" in completed.stdout
     final_tags = completed.stdout.split("Final tags:", 1)[1]
     assert "team/web:v1.10.0" in final_tags and "team/web:scanned" in final_tags
+
+
+def _push_file(tmp_path: Path, tag: str, seed: str) -> Path:
+    event = json.loads((EVENTS / "ecr-push-tagged.json").read_text())
+    event["id"] = f"push-{tag}"
+    event["detail"]["image-tag"] = tag
+    event["detail"]["image-digest"] = "sha256:" + hashlib.sha256(seed.encode()).hexdigest()
+    path = tmp_path / f"push-{tag}.json"
+    path.write_text(json.dumps(event))
+    return path
+
+
+def test_simulate_out_of_order_releases_keep_aliases_on_the_newest(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    pushes = [_push_file(tmp_path, tag, tag) for tag in ("v1.9.0", "v1.10.0", "v1.9.5")]
+
+    code, lines, err = run(capsys, "simulate", *map(str, pushes))
+
+    assert code == 0, err
+    tags = lines[-1]["state"]["team/web"]
+    assert tags["v1"] == tags["latest"] == tags["v1.10"] == tags["v1.10.0"]
+    assert tags["v1.9"] == tags["v1.9.5"]
+    assert tags["v1.9.0"] != tags["v1.9"]
+
+
+def test_simulate_of_one_push_converges_to_exactly_the_expected_tags(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    push = _push_file(tmp_path, "v2.3.4", "release")
+    digest = json.loads(push.read_text())["detail"]["image-digest"]
+
+    code, lines, err = run(capsys, "simulate", str(push))
+
+    assert code == 0, err
+    expected = {"v2.3.4", "v2.3", "v2", "latest", f"sha-{digest[7:19]}"}
+    assert lines[-1]["state"]["team/web"] == dict.fromkeys(sorted(expected), digest)
+    writes = [line for line in lines if line.get("kind", "").startswith("tag_") and line["kind"] != "tag_claimed"]
+    assert len(writes) == len(expected) - 1  # the pushed tag itself was the push
+
+
+def test_invoke_against_a_moto_server_uses_the_standard_sdk_environment(aws: MotoServer) -> None:
+    event = json.loads((EVENTS / "ecr-push-tagged.json").read_text())
+    aws.client("ecr").create_repository(repositoryName=event["detail"]["repository-name"])
+    aws.client("dynamodb").create_table(
+        TableName="ledger-on-moto",
+        BillingMode="PAY_PER_REQUEST",
+        AttributeDefinitions=[
+            {"AttributeName": "pk", "AttributeType": "S"},
+            {"AttributeName": "sk", "AttributeType": "S"},
+        ],
+        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
+    )
+    env = {
+        **aws.env(),
+        "PATH": "/usr/bin:/bin",
+        "TAG_LEDGER_TABLE": "ledger-on-moto",
+        "IDEMPOTENCY_TABLE": "",
+        "DEAD_LETTER_QUEUE_URL": "",
+    }
+
+    completed = subprocess.run(
+        [sys.executable, "-m", "ecr_automation", "invoke", "TagGuardFunction", str(EVENTS / "ecr-push-tagged.json")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=False,
+    )
+
+    assert completed.returncode == 0, completed.stderr
+    last = json.loads(completed.stdout.splitlines()[-1])
+    assert last["status"] == "processed" and last["result"]["result"] == "claimed"
+    item = aws.client("dynamodb").get_item(
+        TableName="ledger-on-moto",
+        Key={"pk": {"S": f"123456789012#us-east-1#{event['detail']['repository-name']}"}, "sk": {"S": "tag#v1.2.3"}},
+    )["Item"]
+    assert item["digest"]["S"] == event["detail"]["image-digest"]
