@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import subprocess
 import sys
@@ -19,6 +18,7 @@ from ecr_automation.dependencies import Dependencies, use_dependencies
 from ecr_automation.handlers import tag_guard
 from ecr_automation.local.runner import LambdaContext
 from ecr_automation.models.effects import CollectingSink
+from tests.support import builders
 from tests.support.moto_server import MotoServer
 
 ACCOUNT, REGION, REPOSITORY = "123456789012", "us-east-1", "team/web"
@@ -26,48 +26,12 @@ OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 
 
 def manifest_for(seed: str) -> tuple[str, str]:
-    body = json.dumps(
-        {
-            "schemaVersion": 2,
-            "mediaType": OCI_MANIFEST,
-            "config": {
-                "mediaType": "application/vnd.oci.image.config.v1+json",
-                "digest": "sha256:" + "0" * 64,
-                "size": 2,
-            },
-            "layers": [
-                {
-                    "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
-                    "digest": "sha256:" + hashlib.sha256(seed.encode()).hexdigest(),
-                    "size": 10,
-                }
-            ],
-        },
-        indent=3,  # unusual formatting on purpose: any re-serialisation would change the digest
-    )
-    return body, "sha256:" + hashlib.sha256(body.encode()).hexdigest()
+    body = builders.image_manifest(seed)
+    return body, builders.digest_of(body)
 
 
 def image_action(action: str, tag: str | None, digest: str, event_id: str) -> dict[str, Any]:
-    detail: dict[str, Any] = {
-        "result": "SUCCESS",
-        "repository-name": REPOSITORY,
-        "image-digest": digest,
-        "action-type": action,
-    }
-    if tag:
-        detail["image-tag"] = tag
-    return {
-        "version": "0",
-        "id": event_id,
-        "detail-type": "ECR Image Action",
-        "source": "aws.ecr",
-        "account": ACCOUNT,
-        "time": "2026-11-28T12:00:00Z",
-        "region": REGION,
-        "resources": [],
-        "detail": detail,
-    }
+    return builders.image_action(action, tag, digest, event_id=event_id)
 
 
 @dataclass
@@ -138,15 +102,7 @@ def stack(aws: MotoServer, monkeypatch: pytest.MonkeyPatch) -> Iterator[GuardSta
     monkeypatch.setenv("TAG_LEDGER_TABLE", "ledger")
     monkeypatch.delenv("IDEMPOTENCY_TABLE", raising=False)
     aws.client("ecr").create_repository(repositoryName=REPOSITORY)
-    aws.client("dynamodb").create_table(
-        TableName="ledger",
-        BillingMode="PAY_PER_REQUEST",
-        AttributeDefinitions=[
-            {"AttributeName": "pk", "AttributeType": "S"},
-            {"AttributeName": "sk", "AttributeType": "S"},
-        ],
-        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
-    )
+    builders.create_table_like(aws.client("dynamodb"), "TagLedgerTable", "ledger")
     queue_arn = aws.client("sqs").get_queue_attributes(
         QueueUrl=aws.client("sqs").create_queue(QueueName="violations")["QueueUrl"], AttributeNames=["QueueArn"]
     )["Attributes"]["QueueArn"]
@@ -304,12 +260,7 @@ def test_backfill_command_claims_what_repositories_hold(stack: GuardStack, aws: 
 def test_a_duplicate_delivery_is_answered_from_the_idempotency_table(
     stack: GuardStack, aws: MotoServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    aws.client("dynamodb").create_table(
-        TableName="idempotency",
-        BillingMode="PAY_PER_REQUEST",
-        AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
-        KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
-    )
+    builders.create_table_like(aws.client("dynamodb"), "IdempotencyTable", "idempotency")
     monkeypatch.setenv("IDEMPOTENCY_TABLE", "idempotency")
     use_dependencies(Dependencies(settings_from_environment(), clients=AwsClients(), sink=stack.sink))
     release = stack.push("release", "v1.2.3")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections import Counter
 from collections.abc import Iterator
@@ -11,10 +10,8 @@ from typing import Any
 
 import boto3
 import pytest
-import requests
 from botocore.config import Config
 from botocore.stub import Stubber
-from moto.server import ThreadedMotoServer
 
 from ecr_automation.adapters.clients import AwsClients
 from ecr_automation.adapters.ecr import EcrRegistry
@@ -22,17 +19,17 @@ from ecr_automation.adapters.ledger import TagLedger
 from ecr_automation.config import settings_from_environment
 from ecr_automation.dependencies import Dependencies, use_dependencies
 from ecr_automation.handlers import retag as retag_handler
-from ecr_automation.local.moto_patches import keep_images_when_tags_move
 from ecr_automation.local.runner import LambdaContext
 from ecr_automation.logic.retag import Retagger, RetagResult
 from ecr_automation.models.domain import MANIFEST_MEDIA_TYPES, RepositoryRef, short_digest
 from ecr_automation.models.effects import CollectingSink
 from ecr_automation.models.events import ImageActionEvent
 from ecr_automation.rules import AliasRule, GuardRule, RetagRule, Rules
+from tests.support import builders
+from tests.support.builders import OCI_INDEX, OCI_MANIFEST, digest_of, image_manifest, index_manifest
+from tests.support.moto_server import MotoServer
 
 ACCOUNT, REGION = "123456789012", "us-east-1"
-OCI_INDEX = "application/vnd.oci.image.index.v1+json"
-OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 RULES = Rules(
     guard=[GuardRule(mutable=["^latest$", "^quarantine-"])],
     retag=[RetagRule(digest_tag="sha-{short_digest}")],
@@ -41,78 +38,13 @@ RULES = Rules(
 NO_RETRIES = Config(retries={"max_attempts": 1, "mode": "standard"})
 
 
-def _digest(body: str) -> str:
-    return "sha256:" + hashlib.sha256(body.encode()).hexdigest()
-
-
-def image_manifest(seed: str, architecture: str = "amd64") -> str:
-    # Unusual formatting on purpose: any re-serialisation on the way would change the digest.
-    return json.dumps(
-        {
-            "schemaVersion": 2,
-            "mediaType": OCI_MANIFEST,
-            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": _digest(seed), "size": 2},
-            "layers": [
-                {
-                    "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
-                    "digest": _digest(f"{seed}/{architecture}"),
-                    "size": 10,
-                }
-            ],
-        },
-        indent=3,
-    )
-
-
-def index_manifest(children: list[tuple[str, str]]) -> str:
-    return json.dumps(
-        {
-            "schemaVersion": 2,
-            "mediaType": OCI_INDEX,
-            "manifests": [
-                {
-                    "mediaType": OCI_MANIFEST,
-                    "digest": _digest(body),
-                    "size": len(body.encode()),
-                    "platform": {"architecture": architecture, "os": "linux"},
-                }
-                for architecture, body in children
-            ],
-        },
-        separators=(",", " : "),
-    )
-
-
 def push_event(repository: str, tag: str | None, digest: str, event_id: str) -> dict[str, Any]:
-    detail: dict[str, Any] = {
-        "result": "SUCCESS",
-        "repository-name": repository,
-        "image-digest": digest,
-        "action-type": "PUSH",
-    }
-    if tag is not None:
-        detail["image-tag"] = tag
-    return {
-        "version": "0",
-        "id": event_id,
-        "detail-type": "ECR Image Action",
-        "source": "aws.ecr",
-        "account": ACCOUNT,
-        "time": "2026-11-28T12:00:00Z",
-        "region": REGION,
-        "resources": [],
-        "detail": detail,
-    }
+    return builders.image_action("PUSH", tag, digest, event_id=event_id, repository=repository)
 
 
-@pytest.fixture(scope="module")
-def moto_endpoint() -> Iterator[str]:
-    keep_images_when_tags_move()  # real ECR keeps an image whose tag moves away; moto 5.2 would delete it
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
+@pytest.fixture
+def moto_endpoint(aws: MotoServer) -> str:
+    return aws.endpoint_url  # the session's server, reset for this test
 
 
 @dataclass
@@ -133,7 +65,7 @@ class RetagStack:
 
     def put(self, repository: str, body: str, media_type: str, tag: str | None = None) -> str:
         """What a client push does; moto needs the digest given, or it invents its own."""
-        digest = _digest(body)
+        digest = digest_of(body)
         self.ecr.put_image(
             repositoryName=repository,
             imageManifest=body,
@@ -168,7 +100,6 @@ class RetagStack:
 
 @pytest.fixture
 def stack(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[RetagStack]:
-    requests.post(f"{moto_endpoint}/moto-api/reset", timeout=10)
     for name, value in {
         "AWS_ENDPOINT_URL": moto_endpoint,
         "AWS_ACCESS_KEY_ID": "testing",
@@ -178,15 +109,7 @@ def stack(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Retag
     }.items():
         monkeypatch.setenv(name, value)
     clients = AwsClients(session=boto3.Session(), config=NO_RETRIES)
-    clients.client("dynamodb", REGION).create_table(
-        TableName="ledger",
-        BillingMode="PAY_PER_REQUEST",
-        AttributeDefinitions=[
-            {"AttributeName": "pk", "AttributeType": "S"},
-            {"AttributeName": "sk", "AttributeType": "S"},
-        ],
-        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
-    )
+    builders.create_table_like(clients.client("dynamodb", REGION), "TagLedgerTable", "ledger")
     sink = CollectingSink()
     stack = RetagStack(
         moto_endpoint, clients, sink, EcrRegistry(clients, sink), TagLedger(clients, "ledger", REGION, sink)
@@ -230,7 +153,7 @@ def test_multi_arch_index_stays_an_index_with_the_same_digest(stack: RetagStack)
     for tag in outcome.written:
         manifest, media_type, tagged_digest = stack.manifest_by_tag("team/multi", tag)
         assert (manifest, media_type, tagged_digest) == (index, OCI_INDEX, digest)
-        assert _digest(manifest) == digest
+        assert digest_of(manifest) == digest
     # The platform manifests stay untagged children: retag does not touch them.
     assert set(stack.tags("team/multi").values()) == {digest}
 
@@ -333,7 +256,7 @@ def test_real_ecrs_tag_already_exists_error_is_reported_not_crashed_on() -> None
     ecr = boto3.client("ecr", region_name=REGION, aws_access_key_id="x", aws_secret_access_key="x")
     repository = RepositoryRef(ACCOUNT, REGION, "team/frozen")
     body = image_manifest("new")
-    old, new = _digest(image_manifest("old")), _digest(body)
+    old, new = digest_of(image_manifest("old")), digest_of(body)
     scope = {"registryId": ACCOUNT, "repositoryName": repository.name}
     stubber = Stubber(ecr)
     stubber.add_response(

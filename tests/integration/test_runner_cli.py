@@ -13,6 +13,7 @@ import pytest
 
 from ecr_automation.cli import main
 from tests.conftest import EVENTS, ROOT
+from tests.support import builders
 from tests.support.moto_server import MotoServer
 
 VALID = sorted(path.relative_to(EVENTS).as_posix() for path in EVENTS.glob("*.json"))
@@ -186,15 +187,7 @@ def test_simulate_of_one_push_converges_to_exactly_the_expected_tags(
 def test_invoke_against_a_moto_server_uses_the_standard_sdk_environment(aws: MotoServer) -> None:
     event = json.loads((EVENTS / "ecr-push-tagged.json").read_text())
     aws.client("ecr").create_repository(repositoryName=event["detail"]["repository-name"])
-    aws.client("dynamodb").create_table(
-        TableName="ledger-on-moto",
-        BillingMode="PAY_PER_REQUEST",
-        AttributeDefinitions=[
-            {"AttributeName": "pk", "AttributeType": "S"},
-            {"AttributeName": "sk", "AttributeType": "S"},
-        ],
-        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
-    )
+    builders.create_table_like(aws.client("dynamodb"), "TagLedgerTable", "ledger-on-moto")
     env = {
         **aws.env(),
         "PATH": "/usr/bin:/bin",

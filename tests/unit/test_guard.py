@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-from typing import Any
-
 import pytest
 
 from ecr_automation.logic.guard import (
@@ -20,6 +17,7 @@ from ecr_automation.logic.guard import (
 from ecr_automation.models.domain import RepositoryRef
 from ecr_automation.models.events import ApiCallEvent, ImageActionEvent
 from ecr_automation.rules import GuardRule, Rules, parse_rules
+from tests.support import builders
 from tests.support.fakes import FakeLedger, FakePublisher, FakeRegistry
 
 REPO = RepositoryRef("123456789012", "us-east-1", "team/web")
@@ -27,27 +25,7 @@ RULES = Rules(guard=[GuardRule(mutable=["^latest$"])])
 
 
 def image_action(action: str, tag: str | None, digest: str, event_id: str = "e-1") -> ImageActionEvent:
-    detail: dict[str, Any] = {
-        "result": "SUCCESS",
-        "repository-name": REPO.name,
-        "image-digest": digest,
-        "action-type": action,
-    }
-    if tag is not None:
-        detail["image-tag"] = tag
-    return ImageActionEvent.model_validate(
-        {
-            "version": "0",
-            "id": event_id,
-            "detail-type": "ECR Image Action",
-            "source": "aws.ecr",
-            "account": REPO.registry_id,
-            "time": datetime(2026, 11, 28, 12, 0, tzinfo=UTC).isoformat(),
-            "region": REPO.region,
-            "resources": [],
-            "detail": detail,
-        }
-    )
+    return ImageActionEvent.model_validate(builders.image_action(action, tag, digest, event_id=event_id))
 
 
 @pytest.fixture

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -24,6 +23,7 @@ from ecr_automation.logic.versions import Version, parse_version
 from ecr_automation.models.domain import RepositoryRef, short_digest
 from ecr_automation.models.events import ImageActionEvent, ImageScanEvent, InspectorScanEvent, SeverityCounts
 from ecr_automation.rules import AliasRule, GuardRule, PatternRule, PromoteRule, RetagRule, Rules, parse_rules
+from tests.support import builders
 from tests.support.fakes import FakeLedger, FakeRegistry
 
 REPO = RepositoryRef("123456789012", "us-east-1", "team/web")
@@ -37,17 +37,7 @@ RULES = Rules(guard=[GUARD], retag=[RETAG])
 
 
 def _envelope(detail_type: str, source: str, detail: dict[str, Any], event_id: str) -> dict[str, Any]:
-    return {
-        "version": "0",
-        "id": event_id,
-        "detail-type": detail_type,
-        "source": source,
-        "account": REPO.registry_id,
-        "time": datetime(2026, 11, 28, 12, 0, tzinfo=UTC).isoformat(),
-        "region": REPO.region,
-        "resources": [],
-        "detail": detail,
-    }
+    return builders.ecr_event(detail_type, detail, event_id=event_id, source=source)
 
 
 def push(tag: str | None, digest: str, event_id: str = "e-push", action: str = "PUSH") -> ImageActionEvent:
