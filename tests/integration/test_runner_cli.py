@@ -213,3 +213,35 @@ def test_invoke_against_a_moto_server_uses_the_standard_sdk_environment(aws: Mot
         Key={"pk": {"S": f"123456789012#us-east-1#{event['detail']['repository-name']}"}, "sk": {"S": "tag#v1.2.3"}},
     )["Item"]
     assert item["digest"]["S"] == event["detail"]["image-digest"]
+
+
+def test_scan_events_come_with_findings_that_agree_with_their_counts() -> None:
+    from ecr_automation.local.standin import LocalWorld, embedded_aws  # noqa: PLC0415
+    from ecr_automation.local.template import SamTemplate  # noqa: PLC0415
+
+    event = json.loads((EVENTS / "ecr-scan-findings.json").read_text())
+    given = json.loads((EVENTS / "ecr-scan-clean.json").read_text())
+    given["detail"]["image-digest"] = "sha256:" + "c" * 64
+    given["detail"]["image-tags"] = ["v9.9.9"]
+    explicit = {
+        "repositoryName": "team/web",
+        "imageId": {"imageDigest": given["detail"]["image-digest"]},
+        "imageScanStatus": {"status": "COMPLETE"},
+        "imageScanFindings": {"findings": [{"name": "CVE-2024-9999", "severity": "LOW"}]},
+    }
+    with embedded_aws():
+        world = LocalWorld(SamTemplate.load(ROOT / "template.yaml"))
+        world.inject_findings([explicit])
+        world.apply(event)
+        world.apply(given)
+        served = world.ecr.describe_image_scan_findings(
+            repositoryName="team/web", imageId={"imageDigest": event["detail"]["image-digest"]}
+        )["imageScanFindings"]
+        served_given = world.ecr.describe_image_scan_findings(
+            repositoryName="team/web", imageId={"imageDigest": given["detail"]["image-digest"]}
+        )["imageScanFindings"]
+
+    counts = event["detail"]["finding-severity-counts"]
+    assert len(served["findings"]) == sum(counts.values())
+    assert {severity: [f["severity"] for f in served["findings"]].count(severity) for severity in counts} == counts
+    assert [finding["name"] for finding in served_given["findings"]] == ["CVE-2024-9999"]

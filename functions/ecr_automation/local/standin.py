@@ -164,6 +164,7 @@ class LocalWorld:
         self._session = boto3.Session(region_name=region)
         self.ecr = self._session.client("ecr")
         self.touched_repositories: set[str] = set()
+        self._findings_given: set[str] = set()
         self._physical: dict[str, str] = {}
 
     # -- template resources -------------------------------------------------------------------
@@ -254,13 +255,63 @@ class LocalWorld:
             self.ensure_image(repository, digest)
             for tag in tags:
                 self.ensure_image(repository, digest, tag)
+            counts = detail.get("finding-severity-counts")
+            if isinstance(counts, dict):  # a scan completed: its findings become readable
+                if digest not in self._findings_given:
+                    self._synthesise_findings(
+                        repository, digest, counts, enhanced=event.get("source") == "aws.inspector2"
+                    )
+                with contextlib.suppress(self.ecr.exceptions.LimitExceededException):
+                    self.ecr.start_image_scan(repositoryName=repository, imageId={"imageDigest": digest})
         except Exception:  # noqa: S110 - a malformed event is the function's to reject, not the world's
             pass
 
     def inject_findings(self, results: list[dict[str, Any]]) -> None:
+        """Serve these DescribeImageScanFindings responses (matched by digest) instead of synthesised ones."""
         from moto.ecr.models import ecr_backends  # noqa: PLC0415
 
         ecr_backends[self.account][self.region].scan_finding_results.extend(results)
+        self._findings_given.update(str(result.get("imageId", {}).get("imageDigest")) for result in results)
+
+    def _synthesise_findings(self, repository: str, digest: str, counts: dict[str, Any], *, enhanced: bool) -> None:
+        """Findings that agree with a scan event's counts, so DescribeImageScanFindings answers like ECR would."""
+        findings: list[dict[str, Any]] = []
+        for severity, count in counts.items():
+            if severity == "TOTAL" or not isinstance(count, int):
+                continue
+            for number in range(count):
+                name = f"CVE-0000-{severity[:4]}{number:03d}"
+                if enhanced:
+                    findings.append(
+                        {
+                            "awsAccountId": self.account,
+                            "severity": severity,
+                            "status": "ACTIVE",
+                            "title": name,
+                            "type": "PACKAGE_VULNERABILITY",
+                            "findingArn": f"arn:aws:inspector2:{self.region}:{self.account}:finding/{name}",
+                            "packageVulnerabilityDetails": {"vulnerabilityId": name, "vulnerablePackages": []},
+                        }
+                    )
+                else:
+                    findings.append({"name": name, "severity": severity, "description": "simulated", "attributes": []})
+        key = "enhancedFindings" if enhanced else "findings"
+        self.inject_findings(
+            [
+                {
+                    "registryId": self.account,
+                    "repositoryName": repository,
+                    "imageId": {"imageDigest": digest},
+                    "imageScanStatus": {"status": "COMPLETE", "description": "simulated by ecr-automation"},
+                    "imageScanFindings": {
+                        key: findings,
+                        "findingSeverityCounts": {k: v for k, v in counts.items() if k != "TOTAL"},
+                    },
+                }
+            ]
+        )
+        with contextlib.suppress(Exception):  # moto refuses a second scan of the same image: fine
+            self.ecr.start_image_scan(repositoryName=repository, imageId={"imageDigest": digest})
 
     def state(self) -> dict[str, dict[str, str]]:
         """Every touched repository's tags and the digest each points at."""
