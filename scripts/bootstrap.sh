@@ -40,8 +40,13 @@ venv() {
   log "installing $dir (${inputs[*]})"
   rm -rf "$dir"
   "$PYTHON" -m venv "$dir"
-  "$dir/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade pip
-  "$dir/bin/python" -m pip install --quiet --disable-pip-version-check "$@"
+  # pip's output goes to a log kept in the venv, shown only when the install fails.
+  if ! { "$dir/bin/python" -m pip install --disable-pip-version-check --upgrade pip &&
+         "$dir/bin/python" -m pip install --disable-pip-version-check "$@"; } > "$dir/install.log" 2>&1; then
+    tail -n 60 "$dir/install.log" >&2
+    log "installing $dir failed (full log: $dir/install.log)"
+    return 1
+  fi
   echo "$stamp" > "$dir/.stamp"
 }
 
