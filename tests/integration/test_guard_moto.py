@@ -18,6 +18,7 @@ from ecr_automation.dependencies import Dependencies, use_dependencies
 from ecr_automation.handlers import tag_guard
 from ecr_automation.local.runner import LambdaContext
 from ecr_automation.models.effects import CollectingSink
+from tests.conftest import EVENTS
 from tests.support import builders
 from tests.support.moto_server import MotoServer
 
@@ -278,3 +279,40 @@ def test_a_duplicate_delivery_is_answered_from_the_idempotency_table(
     assert {record["status"]["S"] for record in records} == {"COMPLETED"}
     assert len(records) == 2
     assert len(stack.violations()) == 1
+
+
+def test_cloudtrail_names_the_actor_of_an_announced_violation_once(stack: GuardStack) -> None:
+    release = stack.push("release", "v1.2.3")
+    stack.invoke(image_action("PUSH", "v1.2.3", release, "e-1"))
+    impostor = stack.push("impostor", "v1.2.3")
+    stack.invoke(image_action("PUSH", "v1.2.3", impostor, "e-2"))
+    (announced,) = stack.violations()
+    assert announced["detail"]["actor"] == "unknown"
+    trail = json.loads((EVENTS / "cloudtrail-put-image.json").read_text())
+    trail["detail"]["responseElements"]["image"]["imageId"]["imageDigest"] = impostor
+
+    first = stack.invoke(trail)
+    again = stack.invoke(trail)
+
+    assert first["result"] == "attributed" and again["result"] == "recorded"
+    (attributed,) = stack.violations()
+    assert attributed["detail-type"] == "Tag Guard Violation Attributed"
+    principal = trail["detail"]["userIdentity"]["arn"]
+    assert attributed["detail"]["actor"] == principal
+    assert f"by {principal} at" in attributed["detail"]["summary"]
+    assert attributed["detail"]["offending-digest"] == impostor
+
+
+def test_cloudtrail_first_means_the_violation_names_the_actor(stack: GuardStack) -> None:
+    release = stack.push("release", "v1.2.3")
+    stack.invoke(image_action("PUSH", "v1.2.3", release, "e-1"))
+    impostor = stack.push("impostor", "v1.2.3")
+    trail = json.loads((EVENTS / "cloudtrail-put-image.json").read_text())
+    trail["detail"]["responseElements"]["image"]["imageId"]["imageDigest"] = impostor
+
+    stack.invoke(trail)
+    stack.invoke(image_action("PUSH", "v1.2.3", impostor, "e-2"))
+
+    (violation,) = stack.violations()
+    assert violation["detail-type"] == "Tag Guard Violation"
+    assert violation["detail"]["actor"] == trail["detail"]["userIdentity"]["arn"]
