@@ -316,3 +316,17 @@ def test_cloudtrail_first_means_the_violation_names_the_actor(stack: GuardStack)
     (violation,) = stack.violations()
     assert violation["detail-type"] == "Tag Guard Violation"
     assert violation["detail"]["actor"] == trail["detail"]["userIdentity"]["arn"]
+
+
+def test_an_image_deleted_by_digest_is_reported_critical_per_protected_tag(stack: GuardStack) -> None:
+    release = stack.push("release", "v1.2.3")
+    stack.push("release", "latest")
+    stack.invoke(image_action("PUSH", "v1.2.3", release, "e-1"))
+    stack.ecr.batch_delete_image(repositoryName=REPOSITORY, imageIds=[{"imageDigest": release}])
+
+    result = stack.invoke(image_action("DELETE", None, release, "e-2"))
+
+    assert result["result"] == "unrecoverable"
+    (violation,) = stack.violations()
+    assert violation["detail"]["severity"] == "CRITICAL"
+    assert violation["detail"]["image-tag"] == "v1.2.3" and violation["detail"]["change"] == "deleted"

@@ -245,3 +245,13 @@ def test_scan_events_come_with_findings_that_agree_with_their_counts() -> None:
     assert len(served["findings"]) == sum(counts.values())
     assert {severity: [f["severity"] for f in served["findings"]].count(severity) for severity in counts} == counts
     assert [finding["name"] for finding in served_given["findings"]] == ["CVE-2024-9999"]
+
+
+def test_simulate_delete_by_digest_of_a_release_is_reported_critical(capsys: pytest.CaptureFixture[str]) -> None:
+    code, lines, err = run(
+        capsys, "simulate", str(EVENTS / "ecr-push-tagged.json"), str(EVENTS / "ecr-delete-by-digest.json")
+    )
+    assert code == 0, err
+    (published,) = [line for line in lines if line.get("kind") == "event_published"]
+    assert published["detail"]["severity"] == "CRITICAL"
+    assert lines[-1]["state"]["team/web"] == {}

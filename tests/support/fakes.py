@@ -102,6 +102,13 @@ class FakeLedger:
     def current_claim(self, repository: RepositoryRef, tag: str) -> Claim | None:
         return self.claims_by_tag.get((repository, tag))
 
+    def claims(self, repository: RepositoryRef) -> Iterator[Claim]:
+        yield from (
+            claim
+            for (repo, _), claim in sorted(self.claims_by_tag.items(), key=lambda item: item[0][1])
+            if repo == repository
+        )
+
     def record_violation(
         self, repository: RepositoryRef, tag: str, offending_digest: str, event_id: str, detail: dict[str, Any]
     ) -> bool:

@@ -19,6 +19,7 @@ EXPECTED: dict[str, set[str]] = {
         "ecr-push-conflicting.json",
         "ecr-push-latest.json",
         "ecr-delete.json",
+        "ecr-delete-by-digest.json",
         "cloudtrail-put-image.json",
         # Patterns do not validate: these look like what the rule matches, are delivered, and the
         # function rejects them to the dead-letter queue.

@@ -342,3 +342,23 @@ def test_cloudtrail_for_unprotected_tags_and_failed_calls_is_ignored(guard: TagG
     assert deleted.detail.tag_changes() == [(REPO.name, "v1.2.3", digest)]
     failed = deleted.detail.model_copy(update={"error_code": "ImageTagAlreadyExistsException"})
     assert failed.tag_changes() == []
+
+
+def test_an_image_deleted_by_digest_raises_a_critical_violation_per_claimed_tag(
+    guard: TagGuard, registry: FakeRegistry, publisher: FakePublisher
+) -> None:
+    release = registry.add_image(REPO, "release", "v1.2.3", "v1.2.3-rc.1", "latest")
+    guard.handle(image_action("PUSH", "v1.2.3", release, "e-1"))
+    guard.handle(image_action("PUSH", "v1.2.3-rc.1", release, "e-2"))
+    registry.remove_image(REPO, release)
+
+    outcome = guard.handle(image_action("DELETE", None, release, "e-3"))
+
+    assert outcome.result is GuardResult.UNRECOVERABLE
+    assert sorted(detail["image-tag"] for _, detail in publisher.published) == ["v1.2.3", "v1.2.3-rc.1"]
+    assert {detail["severity"] for _, detail in publisher.published} == {"CRITICAL"}
+
+
+def test_a_delete_by_digest_of_an_unclaimed_image_is_not_a_violation(guard: TagGuard, registry: FakeRegistry) -> None:
+    digest = registry.add_image(REPO, "scratch")
+    assert guard.handle(image_action("DELETE", None, digest)).result is GuardResult.NOT_PROTECTED

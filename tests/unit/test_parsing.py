@@ -31,6 +31,7 @@ MODEL_OF_SAMPLE = {
     "ecr-push-conflicting.json": ImageActionEvent,
     "ecr-push-latest.json": ImageActionEvent,
     "ecr-delete.json": ImageActionEvent,
+    "ecr-delete-by-digest.json": ImageActionEvent,
     "ecr-archive.json": ImageActionEvent,
     "ecr-restore.json": ImageActionEvent,
     "ecr-scan-findings.json": ImageScanEvent,

@@ -250,6 +250,9 @@ class LocalWorld:
             if event.get("detail-type") == "ECR Image Action" and detail.get("action-type") == "DELETE":
                 if isinstance(detail.get("image-tag"), str):
                     self.delete_tag(repository, detail["image-tag"])
+                else:  # deleted by digest: the image and all its tags
+                    self.ensure_repository(repository)
+                    self.ecr.batch_delete_image(repositoryName=repository, imageIds=[{"imageDigest": digest}])
                 return
             tags = [detail["image-tag"]] if isinstance(detail.get("image-tag"), str) else detail.get("image-tags") or []
             self.ensure_image(repository, digest)

@@ -136,9 +136,11 @@ class TagGuard:
         detail = event.detail
         rule = self._rules.guard_for(detail.repository_name)
         tag = detail.image_tag
+        repository = RepositoryRef(event.account, event.region, detail.repository_name)
+        if rule is not None and tag is None and detail.known_action is ImageActionType.DELETE:
+            return self._on_delete_by_digest(event, repository)
         if rule is None or tag is None or not is_guarded(rule, tag):
             return GuardOutcome(GuardResult.NOT_PROTECTED, tag)
-        repository = RepositoryRef(event.account, event.region, detail.repository_name)
         if self._registry.tag_mutability(repository) == NATIVELY_IMMUTABLE:
             return GuardOutcome(GuardResult.LEFT_TO_ECR, tag)
         if detail.known_action is ImageActionType.PUSH:
@@ -146,6 +148,18 @@ class TagGuard:
         if detail.known_action is ImageActionType.DELETE:
             return self._on_delete(event, repository, tag)
         return GuardOutcome(GuardResult.NOT_PROTECTED, tag, notes=[f"action {detail.action_type} moves no tag"])
+
+    def _on_delete_by_digest(self, event: ImageActionEvent, repository: RepositoryRef) -> GuardOutcome:
+        """An image deleted by digest takes every tag with it: each protected one it held is a violation."""
+        deleted = event.detail.image_digest
+        claimed_tags = [claim.tag for claim in self._ledger.claims(repository) if claim.digest == deleted]
+        if not claimed_tags:
+            return GuardOutcome(GuardResult.NOT_PROTECTED, None, notes=["the deleted image held no claimed tag"])
+        if self._registry.tag_mutability(repository) == NATIVELY_IMMUTABLE:
+            return GuardOutcome(GuardResult.LEFT_TO_ECR, None)
+        outcomes = [self._on_delete(event, repository, tag) for tag in claimed_tags]
+        worst = next((outcome for outcome in outcomes if outcome.violation is not None), outcomes[0])
+        return GuardOutcome(worst.result, worst.tag, worst.violation, notes=[f"claimed tags deleted: {claimed_tags}"])
 
     def _on_push(self, event: ImageActionEvent, rule: GuardRule, repository: RepositoryRef, tag: str) -> GuardOutcome:
         pushed = event.detail.image_digest
