@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import threading
+import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -15,7 +17,7 @@ from botocore.stub import Stubber
 
 from ecr_automation.adapters.clients import AwsClients
 from ecr_automation.adapters.ecr import EcrRegistry
-from ecr_automation.adapters.ledger import TagLedger
+from ecr_automation.adapters.ledger import LeaseTimeoutError, TagLedger
 from ecr_automation.config import settings_from_environment
 from ecr_automation.dependencies import Dependencies, use_dependencies
 from ecr_automation.handlers import retag as retag_handler
@@ -27,6 +29,7 @@ from ecr_automation.models.events import ImageActionEvent
 from ecr_automation.rules import AliasRule, GuardRule, RetagRule, Rules
 from tests.support import builders
 from tests.support.builders import OCI_INDEX, OCI_MANIFEST, digest_of, image_manifest, index_manifest
+from tests.support.fakes import FakeLedger
 from tests.support.moto_server import MotoServer
 
 ACCOUNT, REGION = "123456789012", "us-east-1"
@@ -298,24 +301,19 @@ def test_real_ecrs_tag_already_exists_error_is_reported_not_crashed_on() -> None
     sink = CollectingSink()
     rules = Rules(retag=[RetagRule(aliases=AliasRule(minor=False, major=False))])
 
+    ledger = FakeLedger()  # no guard rule: no claim may be made, only the lease on `latest`
     with stubber:
-        outcome = Retagger(rules, EcrRegistry(_StubbedClients(ecr), sink), _NoLedger()).handle(
+        outcome = Retagger(rules, EcrRegistry(_StubbedClients(ecr), sink), ledger).handle(
             ImageActionEvent.model_validate(push_event(repository.name, "v1.1.0", new, "e-1"))
         )
 
     stubber.assert_no_pending_responses()
+    assert ledger.claims_by_tag == {} and ledger.leases_taken == ["latest"]
     assert outcome.result is RetagResult.UNCHANGED
     assert [(skip.tag, skip.reason) for skip in outcome.refused] == [
         ("latest", "the repository refuses to move it (tag immutability)")
     ]
     assert sink.kinds() == ["tag_write_refused"]
-
-
-class _NoLedger:
-    """No guard rule, so the ledger must never be asked."""
-
-    def __getattr__(self, name: str) -> Any:
-        raise AssertionError(f"ledger.{name} called")
 
 
 def test_the_handler_counts_tags_written_and_skipped(
@@ -348,3 +346,47 @@ def test_the_handler_counts_tags_written_and_skipped(
     metrics = [json.loads(line) for line in capsys.readouterr().out.splitlines() if '"_aws"' in line]
     assert metrics[0]["TagsWritten"] == [4.0] and "TagsSkipped" not in metrics[0]
     assert metrics[1]["TagsSkipped"] == [1.0] and "TagsWritten" not in metrics[1]
+
+
+def test_releases_handled_at_the_same_instant_leave_the_aliases_on_the_newest(stack: RetagStack) -> None:
+    stack.create_repository("team/web")
+    retagger = stack.retagger()
+    versions = [f"v1.{minor}.0" for minor in range(8)]
+    digests = {version: stack.put("team/web", image_manifest(version), OCI_MANIFEST, version) for version in versions}
+    events = [ImageActionEvent.model_validate(push_event("team/web", v, d, f"push-{v}")) for v, d in digests.items()]
+    barrier = threading.Barrier(len(events))
+    errors: list[BaseException] = []
+
+    def handle(event: ImageActionEvent) -> None:
+        barrier.wait()
+        try:
+            retagger.handle(event)
+        except BaseException as error:  # surfaced below: a thread's failure must fail the test
+            errors.append(error)
+
+    threads = [threading.Thread(target=handle, args=(event,)) for event in reversed(events)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+
+    assert errors == []
+    tags = stack.tags("team/web")
+    assert tags["v1"] == tags["latest"] == digests["v1.7.0"]
+    assert all(tags[f"v1.{minor}"] == digests[f"v1.{minor}.0"] for minor in range(8))
+
+
+def test_a_lease_is_exclusive_until_released_or_expired(stack: RetagStack) -> None:
+    repository = RepositoryRef(ACCOUNT, REGION, "team/web")
+    with (
+        stack.ledger.hold(repository, ["v1", "latest"]),
+        pytest.raises(LeaseTimeoutError),
+        stack.ledger.hold(repository, ["latest"], wait_seconds=0.3),
+    ):
+        pass
+    with stack.ledger.hold(repository, ["latest"], wait_seconds=0.3):
+        pass  # released: free again
+    with stack.ledger.hold(repository, ["v2"], lease_seconds=0.01):
+        time.sleep(0.05)
+        with stack.ledger.hold(repository, ["v2"], wait_seconds=0.3):
+            pass  # the first holder's lease ran out: a crashed holder does not block for long

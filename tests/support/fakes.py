@@ -6,6 +6,7 @@ import hashlib
 import json
 from collections import Counter
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -93,6 +94,8 @@ class FakeLedger:
     violations: dict[tuple[RepositoryRef, str, str, str], bool] = field(default_factory=dict)
     details: dict[tuple[RepositoryRef, str, str, str], dict[str, Any]] = field(default_factory=dict)
     actors: dict[tuple[RepositoryRef, str, str], str] = field(default_factory=dict)
+    held: set[tuple[RepositoryRef, str]] = field(default_factory=set)
+    leases_taken: list[str] = field(default_factory=list)
 
     def claim(self, repository: RepositoryRef, tag: str, digest: str, event_id: str) -> Claim:
         return self.claims_by_tag.setdefault(
@@ -101,6 +104,17 @@ class FakeLedger:
 
     def current_claim(self, repository: RepositoryRef, tag: str) -> Claim | None:
         return self.claims_by_tag.get((repository, tag))
+
+    @contextmanager
+    def hold(self, repository: RepositoryRef, names: list[str]) -> Iterator[None]:
+        keys = {(repository, name) for name in names}
+        assert not keys & self.held, f"lease taken twice: {keys & self.held}"
+        self.held |= keys
+        self.leases_taken.extend(sorted(name for _, name in keys))
+        try:
+            yield
+        finally:
+            self.held -= keys
 
     def claims(self, repository: RepositoryRef) -> Iterator[Claim]:
         yield from (

@@ -560,3 +560,16 @@ def test_scans_without_promotion_rule_are_left_alone(registry: FakeRegistry, led
     digest = registry.add_image(REPO, "one", "v1.0.0")
     outcome = Retagger(Rules(retag=[RetagRule()]), registry, ledger).handle(basic_scan(digest, {}))
     assert outcome.result is RetagResult.NO_RULE and registry.calls == {}
+
+
+def test_floating_tags_are_decided_and_written_under_leases(
+    registry: FakeRegistry, ledger: FakeLedger, retagger: Retagger
+) -> None:
+    release(registry, retagger, "v1.2.3")
+    assert sorted(ledger.leases_taken) == ["latest", "v1", "v1.2"]
+    assert ledger.held == set()  # released afterwards
+
+    ledger.leases_taken.clear()
+    digest = registry.add_image(REPO, "main", "main-abc1234")
+    retagger.handle(push("main-abc1234", digest, "e-main"))
+    assert ledger.leases_taken == []  # digest and pattern tags are not floating: no lease needed

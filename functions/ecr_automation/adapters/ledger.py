@@ -7,7 +7,11 @@ replayed event can recognise that its violation was already handled and alerted.
 from __future__ import annotations
 
 import json
+import random
+import time
+import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -19,8 +23,13 @@ from ecr_automation.models.domain import RepositoryRef
 from ecr_automation.models.effects import Effect, EffectSink
 
 CLAIM_PREFIX = "tag#"
+LOCK_PREFIX = "lock#"
 VIOLATION_PREFIX = "violation#"
 ACTOR_PREFIX = "actor#"
+
+
+class LeaseTimeoutError(RuntimeError):
+    """Another invocation held the lease too long: raise, and let Lambda retry the event later."""
 
 
 @dataclass(frozen=True)
@@ -172,6 +181,66 @@ class TagLedger:
                     raise
                 attributed.append(json.loads(item["detail"]["S"]))
         return attributed
+
+    @contextmanager
+    def hold(
+        self, repository: RepositoryRef, names: list[str], *, lease_seconds: float = 30, wait_seconds: float = 20
+    ) -> Iterator[None]:
+        """Hold leases on ``names`` (e.g. floating tags) so one decision-and-write runs at a time per name.
+
+        A lease expires on its own, so a crashed holder cannot block others for long; taking names in
+        sorted order means two holders never wait on each other.
+        """
+        owner = uuid.uuid4().hex
+        deadline = time.monotonic() + wait_seconds
+        held: list[str] = []
+        try:
+            for name in sorted(set(names)):
+                self._acquire(repository, name, owner, lease_seconds, deadline)
+                held.append(name)
+            yield
+        finally:
+            for name in held:
+                self._release(repository, name, owner)
+
+    def _acquire(self, repository: RepositoryRef, name: str, owner: str, lease_seconds: float, deadline: float) -> None:
+        delay = 0.02
+        while True:
+            now = time.time()
+            try:
+                self._dynamodb.put_item(
+                    TableName=self._table_name,
+                    Item={
+                        "pk": {"S": repository.key},
+                        "sk": {"S": LOCK_PREFIX + name},
+                        "owner": {"S": owner},
+                        "expires_at": {"N": str(now + lease_seconds)},
+                    },
+                    ConditionExpression="attribute_not_exists(pk) OR expires_at < :now",
+                    ExpressionAttributeValues={":now": {"N": str(now)}},
+                )
+            except ClientError as error:
+                if not _is_condition_failure(error):
+                    raise
+                if time.monotonic() + delay > deadline:
+                    raise LeaseTimeoutError(f"{repository.name}:{name} stayed busy; retry later") from None
+                time.sleep(delay * (1 + random.random()))  # noqa: S311 - jitter, not cryptography
+                delay = min(delay * 2, 0.5)
+                continue
+            return
+
+    def _release(self, repository: RepositoryRef, name: str, owner: str) -> None:
+        try:
+            self._dynamodb.delete_item(
+                TableName=self._table_name,
+                Key={"pk": {"S": repository.key}, "sk": {"S": LOCK_PREFIX + name}},
+                ConditionExpression="#owner = :owner",
+                ExpressionAttributeNames={"#owner": "owner"},
+                ExpressionAttributeValues={":owner": {"S": owner}},
+            )
+        except ClientError as error:
+            if not _is_condition_failure(error):  # the lease expired and another holder took it: theirs now
+                raise
 
     @staticmethod
     def _violation_key(tag: str, offending_digest: str, event_id: str) -> str:

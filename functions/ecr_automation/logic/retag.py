@@ -271,7 +271,7 @@ class Retagger:
             note = f"{tag} has moved on to {short_digest(moved_to)} since this push: nothing to derive"
             return RetagOutcome(RetagResult.IGNORED, digest, notes=[note])
         wanted, notes = _wanted_on_push(rule, tag, digest)
-        return self._apply(view, self._screen(wanted, rule, view), notes)
+        return self._decide_and_apply(view, wanted, rule, notes)
 
     def _nothing_to_derive(self, event: ImageActionEvent, rule: RetagRule) -> RetagOutcome | None:
         """Why this image action asks for no tag at all, or None when it may."""
@@ -315,7 +315,17 @@ class Retagger:
             )
             for tag, promote in earned
         ]
-        return self._apply(view, self._screen(wanted, rule, view), notes)
+        return self._decide_and_apply(view, wanted, rule, notes)
+
+    def _decide_and_apply(self, view: _View, wanted: list[Wanted], rule: RetagRule, notes: list[str]) -> RetagOutcome:
+        """Decide and write under leases on the floating tags, so two releases cannot interleave.
+
+        Without them, two pushes of one major version handled at the same instant could both read
+        `v1` before either moved it, and the older could win.
+        """
+        floating = [want.tag for want in wanted if want.forward_only]
+        with self._ledger.hold(view.repository, floating):
+            return self._apply(view, self._screen(wanted, rule, view), notes)
 
     def _screen(self, wanted: list[Wanted], rule: RetagRule, view: _View) -> list[TagPlan]:
         """Decide each wanted tag once, cheapest test first: protected, in place, then forward."""
