@@ -59,14 +59,12 @@ def _overrides(args: argparse.Namespace) -> dict[str, str]:
 
 @contextlib.contextmanager
 def _embedded(template: Any) -> Any:
-    from ecr_automation.local.runner import _environment  # noqa: PLC0415
+    from ecr_automation.local.runner import scoped_environment  # noqa: PLC0415
     from ecr_automation.local.standin import FAKE_CREDENTIALS, LocalWorld, embedded_aws  # noqa: PLC0415
 
     # Point the SDK at nothing real: fake credentials, and no endpoint override that would bypass moto.
-    endpoints = {name: "" for name in os.environ if name.startswith("AWS_ENDPOINT_URL")}
-    with _environment({**FAKE_CREDENTIALS, **endpoints}), embedded_aws():
-        for name in endpoints:
-            os.environ.pop(name, None)
+    endpoints = tuple(name for name in os.environ if name.startswith("AWS_ENDPOINT_URL"))
+    with scoped_environment(FAKE_CREDENTIALS, unset=endpoints), embedded_aws():
         world = LocalWorld(template)
         world.create_template_resources()
         yield world

@@ -84,9 +84,12 @@ def names_only_resolver(template: SamTemplate) -> Resolver:
 
 
 @contextmanager
-def _environment(values: dict[str, str]) -> Iterator[None]:
+def scoped_environment(values: dict[str, str], unset: tuple[str, ...] = ()) -> Iterator[None]:
+    """The process environment a function sees while it runs: what Lambda would set, restored afterwards."""
     saved = dict(os.environ)
     os.environ.update(values)
+    for name in unset:
+        os.environ.pop(name, None)
     try:
         yield
     finally:
@@ -134,7 +137,7 @@ class LocalRunner:
     def invoke(self, function_id: str, event: object) -> Invocation:
         function = self.template.function(function_id)
         event_id = event.get("id") if isinstance(event, dict) else None
-        with _environment(self.environment_of(function)):
+        with scoped_environment(self.environment_of(function)):
             sink = JsonLinesSink(self._out, function.logical_id, event_id if isinstance(event_id, str) else None)
             use_dependencies(Dependencies(settings_from_environment(), clients=self._clients, sink=sink))
             try:
