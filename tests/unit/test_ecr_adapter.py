@@ -147,3 +147,24 @@ def test_dry_run_calls_nothing_and_says_so() -> None:
     assert registry.put_tag(IMAGE, "v1", reason="alias") is PutOutcome.DRY_RUN
     registry.delete_image(REPO, DIGEST, reason="test")
     assert sink.kinds() == ["tag_write_skipped", "image_delete_skipped"]
+
+
+def test_tag_mutability_is_asked_once_a_minute(
+    ecr: tuple[Stubber, EcrRegistry, CollectingSink], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stubber, registry, _ = ecr
+    request = {"registryId": REPO.registry_id, "repositoryNames": [REPO.name]}
+    for mutability in ("MUTABLE", "IMMUTABLE"):
+        stubber.add_response(
+            "describe_repositories",
+            {"repositories": [{"repositoryName": REPO.name, "imageTagMutability": mutability}]},
+            request,
+        )
+    clock = [1000.0]
+    monkeypatch.setattr("ecr_automation.adapters.ecr.time.monotonic", lambda: clock[0])
+
+    assert registry.tag_mutability(REPO) == "MUTABLE"
+    clock[0] += 59
+    assert registry.tag_mutability(REPO) == "MUTABLE"  # from memory: no second call stubbed yet consumed
+    clock[0] += 2
+    assert registry.tag_mutability(REPO) == "IMMUTABLE"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -11,6 +12,9 @@ from botocore.exceptions import ClientError
 from ecr_automation.adapters.clients import AwsClients
 from ecr_automation.models.domain import MANIFEST_MEDIA_TYPES, ImageManifest, PutOutcome, RepositoryRef
 from ecr_automation.models.effects import Effect, EffectSink
+
+# A repository's mutability changes rarely; a minute-old answer is fine for deciding to step aside.
+MUTABILITY_CACHE_SECONDS = 60.0
 
 
 class RegistryError(RuntimeError):
@@ -26,6 +30,7 @@ class EcrRegistry:
         self._clients = clients
         self._sink = sink
         self._dry_run = dry_run
+        self._mutability: dict[RepositoryRef, tuple[str, float]] = {}
 
     def _ecr(self, repository: RepositoryRef) -> Any:
         return self._clients.client("ecr", repository.region)
@@ -116,10 +121,16 @@ class EcrRegistry:
         return sorted(details[0].get("imageTags", [])) if details else []
 
     def tag_mutability(self, repository: RepositoryRef) -> str:
+        """The repository's tag mutability setting, remembered for a minute: it is asked on every push."""
+        cached = self._mutability.get(repository)
+        if cached is not None and time.monotonic() - cached[1] < MUTABILITY_CACHE_SECONDS:
+            return cached[0]
         response = self._ecr(repository).describe_repositories(
             registryId=repository.registry_id, repositoryNames=[repository.name]
         )
-        return str(response["repositories"][0].get("imageTagMutability", "MUTABLE"))
+        mutability = str(response["repositories"][0].get("imageTagMutability", "MUTABLE"))
+        self._mutability[repository] = (mutability, time.monotonic())
+        return mutability
 
     def tagged_images(self, repository: RepositoryRef) -> Iterator[tuple[str, str]]:
         """Every (tag, digest) the repository holds today, page by page."""
