@@ -84,7 +84,8 @@ class TagLedger:
             existing: dict[str, Any] | None = error.response.get("Item")  # type: ignore[assignment]
             if existing is None:  # older SDKs/stand-ins do not return the item: read it
                 existing = self._read(repository, CLAIM_PREFIX + tag)
-            assert existing is not None, "condition failed, so the claim exists"
+            if existing is None:  # deleted between the two calls: a retry will claim it
+                raise RuntimeError(f"claim on {repository.name}:{tag} vanished while being read") from None
             return _claim_from_item(repository, existing)
         self._sink.record(Effect("tag_claimed", {"repository": repository.name, "tag": tag, "digest": digest}))
         return Claim(repository, tag, digest, now, event_id)
