@@ -10,7 +10,7 @@ import requests
 from botocore.config import Config
 from moto.server import ThreadedMotoServer
 
-from ecr_automation.local.moto_patches import keep_images_when_tags_move
+from ecr_automation.local.moto_patches import make_moto_ecr_faithful
 
 REGION = "us-east-1"
 # Tests that expect errors must see them at once: moto answers its own crashes with HTTP 500.
@@ -19,7 +19,7 @@ TEST_CLIENT_CONFIG = Config(retries={"max_attempts": 1, "mode": "standard"})
 
 class MotoServer:
     def __init__(self) -> None:
-        keep_images_when_tags_move()  # real ECR keeps an image when its tag moves away (docs/local-stand-ins.md)
+        make_moto_ecr_faithful()  # where moto differs from real ECR (docs/local-stand-ins.md)
         self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
         self._server.start()
         host, port = self._server.get_host_and_port()
