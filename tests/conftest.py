@@ -34,3 +34,15 @@ def sample_event() -> Any:
         return event
 
     return load
+
+
+@pytest.fixture(autouse=True)
+def _no_metrics_left_from_another_test() -> None:
+    """Powertools keeps metrics in a module-wide store and never clears it while metrics are disabled:
+    start every test with the handlers' stores empty, as a fresh Lambda invocation would."""
+    import sys  # noqa: PLC0415
+
+    for name in ("ecr_automation.handlers.tag_guard", "ecr_automation.handlers.retag"):
+        module = sys.modules.get(name)
+        if module is not None:
+            module.metrics.clear_metrics()

@@ -11,6 +11,7 @@ import contextlib
 import json
 import os
 import sys
+import warnings
 from collections import deque
 from pathlib import Path
 from typing import Any, TextIO
@@ -121,8 +122,9 @@ def run_simulation(
     verbose: bool = False,
     on_input: Any = None,
 ) -> tuple[list[str], dict[str, dict[str, str]]]:
-    """Run ``inputs`` through the template's functions on the embedded stand-in; returns errors and final tags."""
-    from ecr_automation.local.runner import DEFAULT_EVENT_BOUND, LocalRunner, simulate  # noqa: PLC0415
+    """Run ``inputs`` (events or loaded scenarios) in order on the embedded stand-in; returns errors and final tags."""
+    from ecr_automation.local.runner import DEFAULT_EVENT_BOUND, EventRouter, LocalRunner  # noqa: PLC0415
+    from ecr_automation.local.scenario import Scenario, play  # noqa: PLC0415
     from ecr_automation.local.standin import ObservedClients  # noqa: PLC0415
 
     with _embedded(template) as world:
@@ -137,15 +139,30 @@ def run_simulation(
             overrides=overrides,
             verbose=verbose,
         )
-        report = simulate(
-            runner,
-            inputs,
-            apply=world.apply,
-            feedback=feedback,
-            bound=bound or DEFAULT_EVENT_BOUND,
-            on_input=on_input,
-        )
-        return report.errors, world.state()
+        router = EventRouter(runner, feedback=feedback, bound=bound or DEFAULT_EVENT_BOUND)
+        for label, item in inputs:
+            if router.stopped:
+                break
+            if on_input is not None:
+                on_input(label)
+            if isinstance(item, Scenario):
+                play(item, world, router, out)
+            else:
+                router.deliver(label, item, apply=world.apply)
+        return router.report.errors, world.state()
+
+
+def _simulation_input(path: str) -> object:
+    """An event file as it is, or a scenario file loaded (recognised by its keys)."""
+    from ecr_automation.local.scenario import ScenarioError, is_scenario, load_scenario  # noqa: PLC0415
+
+    data = _read_json(path)
+    if not is_scenario(data):
+        return data
+    try:
+        return load_scenario(Path(path), data)
+    except ScenarioError as error:
+        raise UsageError(str(error)) from None
 
 
 def _findings(path: str | None) -> list[dict[str, Any]] | None:
@@ -160,7 +177,7 @@ def _findings(path: str | None) -> list[dict[str, Any]] | None:
 
 def cmd_simulate(args: argparse.Namespace, out: TextIO) -> int:
     template = _template(args.template)
-    inputs = [(path, _read_json(path)) for path in args.events]
+    inputs = [(path, _simulation_input(path)) for path in args.events]
     errors, state = run_simulation(
         template,
         inputs,
@@ -215,6 +232,33 @@ def cmd_guard_backfill(args: argparse.Namespace, out: TextIO) -> int:
     return EXIT_OK
 
 
+def cmd_guard_release(args: argparse.Namespace, out: TextIO) -> int:
+    """Release a claim on purpose; the ledger records who, why and which digest held it."""
+    from ecr_automation.adapters.clients import AwsClients  # noqa: PLC0415
+    from ecr_automation.adapters.ledger import TagLedger  # noqa: PLC0415
+    from ecr_automation.config import settings_from_environment  # noqa: PLC0415
+    from ecr_automation.local.runner import JsonLinesSink  # noqa: PLC0415
+    from ecr_automation.logic.guard import release  # noqa: PLC0415
+    from ecr_automation.models.domain import RepositoryRef  # noqa: PLC0415
+
+    if not args.reason.strip():
+        raise UsageError("--reason must say why the claim is released")
+    settings = settings_from_environment()
+    table = args.table or settings.ledger_table
+    if not table:
+        raise UsageError("no ledger table: pass --table or set TAG_LEDGER_TABLE")
+    clients = AwsClients()
+    identity = clients.client("sts", settings.region).get_caller_identity()
+    registry_id = args.registry_id or identity["Account"]
+    ledger = TagLedger(clients, table, settings.region, JsonLinesSink(out, "guard-release", None))
+    repository = RepositoryRef(registry_id, settings.region, args.repository)
+    previous = release(ledger, repository, args.tag, reason=args.reason, actor=identity["Arn"])
+    if previous is None:
+        print(f"{args.repository}:{args.tag} has no claim to release", file=sys.stderr)
+        return EXIT_REJECTED
+    return EXIT_OK
+
+
 def cmd_demo(args: argparse.Namespace, out: TextIO) -> int:
     from ecr_automation.local.demo import run_demo  # noqa: PLC0415
 
@@ -240,7 +284,7 @@ def build_parser() -> argparse.ArgumentParser:
     invoke.set_defaults(run=cmd_invoke)
 
     sim = commands.add_parser("simulate", help="route events to every matching function, with feedback")
-    sim.add_argument("events", nargs="+", help="event JSON files, in order")
+    sim.add_argument("events", nargs="+", help="event or scenario JSON files (docs/scenarios.md), in order")
     sim.add_argument("--config", dest="rules", help="rules file (default: the template's)")
     sim.add_argument("--findings", help="DescribeImageScanFindings response(s) to serve")
     sim.add_argument("--max-events", type=int, default=None, help="stop a feedback loop after this many events")
@@ -261,6 +305,15 @@ def build_parser() -> argparse.ArgumentParser:
     backfill.add_argument("--registry-id", help="registry (account) id (default: the caller's account)")
     backfill.add_argument("--rules", help="rules file (default: the bundled one)")
     backfill.set_defaults(run=cmd_guard_backfill)
+    release = guard_commands.add_parser(
+        "release", help="release a protected tag's claim on purpose (e.g. to re-release after a loss)"
+    )
+    release.add_argument("repository")
+    release.add_argument("tag")
+    release.add_argument("--reason", required=True, help="why: recorded in the ledger with who released it")
+    release.add_argument("--table", help="ledger table (default: $TAG_LEDGER_TABLE)")
+    release.add_argument("--registry-id", help="registry (account) id (default: the caller's account)")
+    release.set_defaults(run=cmd_guard_release)
 
     demo = commands.add_parser("demo", help="a narrated end-to-end scenario on embedded stand-ins")
     demo.set_defaults(run=cmd_demo)
@@ -276,7 +329,9 @@ def main(argv: list[str] | None = None) -> int:
     out = sys.stdout
     try:
         # Whatever the functions print (logs, metrics) goes to stderr: stdout carries only side effects.
-        with contextlib.redirect_stdout(sys.stderr):
+        # Library warnings (Powertools' "No application metrics to publish", ...) are noise to a CLI user.
+        with contextlib.redirect_stdout(sys.stderr), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
             return int(args.run(args, out))
     except UsageError as error:
         print(f"ecr-automation: {error}", file=sys.stderr)

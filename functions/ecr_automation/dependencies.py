@@ -16,6 +16,9 @@ from ecr_automation.adapters.effects_log import LoggingSink
 from ecr_automation.adapters.ledger import TagLedger
 from ecr_automation.adapters.publisher import EventPublisher
 from ecr_automation.config import ConfigurationError, Settings, get_settings
+from ecr_automation.logic.guard import TagGuard
+from ecr_automation.logic.ownership import ClaimAcceptance, Ownership
+from ecr_automation.logic.retag import Retagger
 from ecr_automation.models.effects import EffectSink
 from ecr_automation.rules import Rules, cached_rules
 
@@ -42,6 +45,16 @@ class Dependencies:
         if not self.settings.ledger_table:
             raise ConfigurationError("environment variable TAG_LEDGER_TABLE: required by this function")
         return TagLedger(self.clients, self.settings.ledger_table, self.settings.region, self.sink)
+
+    @cached_property
+    def tag_guard(self) -> TagGuard:
+        return TagGuard(self.rules, self.registry, self.ledger, self.publisher)
+
+    @cached_property
+    def retagger(self) -> Retagger:
+        # Retag asks the same ownership question the guard enforces, through a port of its own.
+        acceptance = ClaimAcceptance(self.rules, Ownership(self.ledger, self.registry))
+        return Retagger(self.rules, self.registry, self.ledger, acceptance)
 
     @cached_property
     def publisher(self) -> EventPublisher:

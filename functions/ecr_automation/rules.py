@@ -2,39 +2,141 @@
 
 Parsed and validated once; an invalid file fails fast with one line naming the offending entry.
 For each section the first entry whose ``repositories`` globs match a repository applies.
+
+Every regular expression a rules file configures is compiled and matched by RE2, whose matching
+time is linear in the tag's length: no pattern can make a function hang (``^(a+)+$`` backtracks
+exponentially in Python's re). RE2 has no backreferences or lookaround; such patterns are refused
+at load.
 """
 
 from __future__ import annotations
 
 import re
 import tomllib
+from collections.abc import Mapping
 from fnmatch import fnmatchcase
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path
 from string import Formatter
-from typing import Annotated, Literal, Self
+from typing import Annotated, Literal, Protocol, Self
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
+import re2
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ecr_automation.config import ConfigurationError
-from ecr_automation.models.events import IMAGE_TAG_PATTERN, Severity
+from ecr_automation.logic.versions import MAX_TAG_LENGTH, is_release_tag
+from ecr_automation.models.domain import short_digest
+from ecr_automation.models.events import DIGEST_PATTERN, IMAGE_TAG_PATTERN, Severity
 
-# Strict SemVer 2.0.0 with an optional "v": 1.2.3, v1.2.3, v1.2.3-rc.1 (no build metadata: "+" is not a tag character).
-STRICT_SEMVER_TAG = (
-    r"^v?(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)"
-    r"(?:-((?:0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*)(?:\.(?:0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*))*))?$"
-)
+
+class _PatternMatch(Protocol):
+    def groupdict(self) -> dict[str, str | None]: ...
+
+
+class CompiledPattern(Protocol):
+    """The part of an RE2 regular expression the rules use (google-re2 ships no type information)."""
+
+    @property
+    def groupindex(self) -> Mapping[str, int]: ...
+
+    def search(self, text: str) -> _PatternMatch | None: ...
+
+
+_RE2_OPTIONS = re2.Options()
+# A refused pattern is reported as a configuration error; RE2 would also print it to stderr.
+_RE2_OPTIONS.log_errors = False
+
+
+def compile_pattern(pattern: str) -> CompiledPattern:
+    """``pattern`` compiled by RE2, or ValueError (one line) naming why RE2 refuses it."""
+    try:
+        compiled: CompiledPattern = re2.compile(pattern, _RE2_OPTIONS)
+    except re2.error as error:
+        reason = error.args[0].decode(errors="replace") if isinstance(error.args[0], bytes) else str(error)
+        reason = reason.replace("\n", "\\n")
+        raise ValueError(
+            f"RE2 cannot compile regular expression {pattern!r}: {reason} (RE2 has no backreferences or lookaround)"
+        ) from None
+    except UnicodeEncodeError as error:  # a lone surrogate cannot be encoded to UTF-8 for RE2
+        raise ValueError(f"RE2 cannot compile regular expression {pattern!r}: {error.reason}") from None
+    return compiled
 
 
 def _compiles(pattern: str) -> str:
-    try:
-        re.compile(pattern)
-    except re.error as error:
-        raise ValueError(f"invalid regular expression {pattern!r}: {error}") from None
+    compile_pattern(pattern)
     return pattern
 
 
 Regex = Annotated[str, AfterValidator(_compiles)]
+
+# Placeholders every retag template may use; pattern templates add ``tag`` and their named groups.
+DIGEST_PLACEHOLDERS = frozenset({"short_digest"})
+SHORT_DIGEST_LENGTH = 12
+TAG_PREFIX_PATTERN = r"^(?:[a-zA-Z0-9_][a-zA-Z0-9._-]*)?$"
+
+# Realistic values to render a template with once, at load: a short digest is 12 hex characters,
+# a pushed tag looks like a release, a named group like a short word.
+_SAMPLE_VALUES = {"short_digest": "0123456789ab", "tag": "v1.2.3"}
+_SAMPLE_GROUP_VALUE = "x1"
+# Short digests of every kind the release grammar tells apart: all digits with and without a
+# leading zero, and with a letter. A template making none of them a release tag makes no digest one.
+_SHORT_DIGEST_KINDS = ("123456789012", "012345678901", "0123456789ab")
+
+
+def _template_fields(template: str) -> list[tuple[str, str, str | None]]:
+    """Each placeholder of a template as (name, format spec, conversion), in order."""
+    try:
+        return [
+            (name, spec or "", conversion)
+            for _, name, spec, conversion in Formatter().parse(template)
+            if name is not None
+        ]
+    except ValueError as error:
+        raise ValueError(f"template {template!r}: {error}") from None
+
+
+def check_template(template: str, placeholders: frozenset[str]) -> str:
+    """Fail fast on a tag template that could never render a valid tag, rendering it once with realistic values."""
+    for name, spec, conversion in _template_fields(template):
+        if name not in placeholders:
+            known = ", ".join("{" + known + "}" for known in sorted(placeholders))
+            raise ValueError(f"template {template!r}: unknown placeholder {{{name}}} (known: {known})")
+        if spec or conversion:
+            raise ValueError(f"template {template!r}: {{{name}}} takes no format spec or conversion")
+    sample = template.format_map({name: _SAMPLE_VALUES.get(name, _SAMPLE_GROUP_VALUE) for name in placeholders})
+    if len(sample) > MAX_TAG_LENGTH:
+        raise ValueError(
+            f"template {template!r} renders tags ECR refuses: {len(sample)} characters, such as {sample!r};"
+            f" at most {MAX_TAG_LENGTH} are allowed"
+        )
+    if not re.fullmatch(IMAGE_TAG_PATTERN, sample):
+        raise ValueError(
+            f"template {template!r} renders tags ECR refuses, such as {sample!r}"
+            " (letters, digits, '.', '_' and '-', not starting with '.' or '-')"
+        )
+    return template
+
+
+def render_template(template: str, values: dict[str, str]) -> str | None:
+    """The tag a checked template renders, or None when the values make it an invalid tag."""
+    tag = template.format_map(values)
+    return tag if re.fullmatch(IMAGE_TAG_PATTERN, tag) else None
+
+
+def check_quarantine_template(template: str) -> str:
+    """Fail closed on a quarantine tag template: {short_digest} once, and always a valid non-release tag.
+
+    A short digest is always 12 hex characters, so one rendering shows every rendering's length and
+    characters; and quarantine tags are never protected, so none may be a release tag.
+    """
+    check_template(template, DIGEST_PLACEHOLDERS)
+    if [name for name, _, _ in _template_fields(template)] != ["short_digest"]:
+        raise ValueError(f"template {template!r} must contain {{short_digest}} exactly once")
+    for kind in _SHORT_DIGEST_KINDS:
+        tag = template.format(short_digest=kind)
+        if is_release_tag(tag):
+            raise ValueError(f"template {template!r} renders release tags, such as {tag!r}")
+    return template
 
 
 class _Section(BaseModel):
@@ -47,46 +149,59 @@ class _Section(BaseModel):
 
 
 class GuardRule(_Section):
-    protected: list[Regex] = Field(default_factory=lambda: [STRICT_SEMVER_TAG])
+    """Which tags belong to the first digest that claimed them, and what happens to an impostor."""
+
+    # Every release tag, as the one version grammar defines it (logic/versions.py): the tags that
+    # move floating aliases are exactly the tags that can never move.
+    protect_releases: bool = True
+    # Further protected patterns, searched anywhere in the tag unless anchored.
+    protected: list[Regex] = Field(default_factory=list)
+    # Exceptions: a tag matching one of these is never protected.
     mutable: list[Regex] = Field(default_factory=list)
     on_violation: Literal["quarantine", "delete"] = "quarantine"
-    quarantine_tag: str = Field(default="quarantine-{short_digest}", pattern=r"\{short_digest\}")
+    quarantine_tag: str = "quarantine-{short_digest}"
+
+    @field_validator("quarantine_tag")
+    @classmethod
+    def _quarantine_tag_renders(cls, template: str) -> str:
+        return check_quarantine_template(template)
+
+    # Compiled once per rule: the model is frozen, so its patterns cannot change under the cache
+    # (model_copy(update=...) would keep a stale one: build a new rule instead).
+    @cached_property
+    def _protected_patterns(self) -> tuple[CompiledPattern, ...]:
+        return tuple(compile_pattern(pattern) for pattern in self.protected)
+
+    @cached_property
+    def _mutable_patterns(self) -> tuple[CompiledPattern, ...]:
+        return tuple(compile_pattern(pattern) for pattern in self.mutable)
+
+    @cached_property
+    def _quarantine_tag_pattern(self) -> re.Pattern[str]:
+        # Literal text only besides the placeholder (checked at load), so re.escape is exact.
+        parts = (
+            re.escape(literal) + (f"[0-9a-f]{{{SHORT_DIGEST_LENGTH}}}" if name is not None else "")
+            for literal, name, _, _ in Formatter().parse(self.quarantine_tag)
+        )
+        return re.compile("".join(parts))
 
     def is_protected(self, tag: str) -> bool:
-        if any(re.search(pattern, tag) for pattern in self.mutable):
+        """Whether ``tag`` belongs to its first digest for good; the guard's own quarantine tags never do."""
+        if self.is_quarantine_tag(tag) or any(pattern.search(tag) for pattern in self._mutable_patterns):
             return False
-        return any(re.search(pattern, tag) for pattern in self.protected)
+        if self.protect_releases and is_release_tag(tag):
+            return True
+        return any(pattern.search(tag) for pattern in self._protected_patterns)
 
+    def quarantine_tag_for(self, digest: str) -> str:
+        """The tag that keeps the image ``digest`` (``sha256:<64 hex>``) when it was pushed over a protected tag."""
+        if not re.fullmatch(DIGEST_PATTERN, digest):
+            raise ValueError(f"not an image digest: {digest!r}")
+        return self.quarantine_tag.format(short_digest=short_digest(digest, SHORT_DIGEST_LENGTH))
 
-# Placeholders every retag template may use; pattern templates add ``tag`` and their named groups.
-DIGEST_PLACEHOLDERS = frozenset({"short_digest"})
-TAG_PREFIX_PATTERN = r"^(?:[a-zA-Z0-9_][a-zA-Z0-9._-]*)?$"
-
-
-def check_template(template: str, placeholders: frozenset[str]) -> str:
-    """Fail fast on a tag template that could never render a valid tag."""
-    try:
-        fields = [
-            (name, spec, conversion) for _, name, spec, conversion in Formatter().parse(template) if name is not None
-        ]
-    except ValueError as error:
-        raise ValueError(f"template {template!r}: {error}") from None
-    for name, spec, conversion in fields:
-        if name not in placeholders:
-            known = ", ".join("{" + known + "}" for known in sorted(placeholders))
-            raise ValueError(f"template {template!r}: unknown placeholder {{{name}}} (known: {known})")
-        if spec or conversion:
-            raise ValueError(f"template {template!r}: {{{name}}} takes no format spec or conversion")
-    sample = template.format_map(dict.fromkeys(placeholders, "0"))
-    if not re.fullmatch(IMAGE_TAG_PATTERN, sample):
-        raise ValueError(f"template {template!r} renders tags ECR refuses, such as {sample!r}")
-    return template
-
-
-def render_template(template: str, values: dict[str, str]) -> str | None:
-    """The tag a checked template renders, or None when the values make it an invalid tag."""
-    tag = template.format_map(values)
-    return tag if re.fullmatch(IMAGE_TAG_PATTERN, tag) else None
+    def is_quarantine_tag(self, tag: str) -> bool:
+        """Whether ``tag`` is what ``quarantine_tag_for`` renders for some digest."""
+        return self._quarantine_tag_pattern.fullmatch(tag) is not None
 
 
 class AliasRule(BaseModel):
@@ -110,9 +225,21 @@ class PatternRule(BaseModel):
     match: Regex
     tags: list[str] = Field(min_length=1)
 
+    # Compiled once per rule, as GuardRule's patterns are.
+    @cached_property
+    def _match_pattern(self) -> CompiledPattern:
+        return compile_pattern(self.match)
+
     @property
     def placeholders(self) -> frozenset[str]:
-        return DIGEST_PLACEHOLDERS | {"tag"} | set(re.compile(self.match).groupindex)
+        return DIGEST_PLACEHOLDERS | {"tag"} | set(self._match_pattern.groupindex)
+
+    def search(self, tag: str) -> dict[str, str] | None:
+        """The named groups (an unmatched one as "") when ``match`` is found in ``tag``, else None."""
+        found = self._match_pattern.search(tag)
+        if found is None:
+            return None
+        return {name: value or "" for name, value in found.groupdict().items()}
 
     @model_validator(mode="after")
     def _templates_render(self) -> Self:
@@ -154,11 +281,32 @@ class RetagRule(_Section):
         return self
 
 
+# The repository prefixes ECR's console suggests for pull-through cache rules.
+DEFAULT_PULL_THROUGH_CACHE = [
+    "ecr-public/*",
+    "docker-hub/*",
+    "quay/*",
+    "k8s/*",
+    "github/*",
+    "azure/*",
+    "gitlab/*",
+    "chainguard/*",
+]
+
+
 class Rules(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    # Repositories that mirror an upstream registry (pull-through cache): upstream may move their tags, so
+    # the guard reports such moves instead of reverting them, and retag leaves them alone. Globs, as the
+    # rules' `repositories`; list your own cache rule prefixes here (DescribePullThroughCacheRules needs
+    # a permission on every resource, so it is not asked at run time).
+    pull_through_cache: list[str] = Field(default_factory=lambda: list(DEFAULT_PULL_THROUGH_CACHE))
     guard: list[GuardRule] = Field(default_factory=list)
     retag: list[RetagRule] = Field(default_factory=list)
+
+    def is_pull_through_cache(self, repository: str) -> bool:
+        return any(fnmatchcase(repository, pattern) for pattern in self.pull_through_cache)
 
     def guard_for(self, repository: str) -> GuardRule | None:
         return next((rule for rule in self.guard if rule.applies_to(repository)), None)

@@ -6,8 +6,10 @@ import json
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -201,11 +203,168 @@ def test_claimed_image_gone_raises_a_critical_violation(stack: GuardStack) -> No
     assert "no longer exists" in violation["detail"]["summary"]
 
 
-def test_natively_immutable_repository_is_left_to_ecr(stack: GuardStack) -> None:
+def at(event: dict[str, Any], time: str) -> dict[str, Any]:
+    """The event as ECR stamps a change made at ``time`` (whole seconds, as EventBridge carries it)."""
+    return {**event, "time": time}
+
+
+def test_immutable_repository_delete_then_repush_is_reverted(stack: GuardStack) -> None:
+    # Given an IMMUTABLE repository, where ECR refuses overwrites but not deletes: v1.2.3 pushed to A
+    # (which retag also tagged sha-..., so A outlives its release tag), deleted, then pushed fresh to B
     stack.ecr.put_image_tag_mutability(repositoryName=REPOSITORY, imageTagMutability="IMMUTABLE")
     release = stack.push("release", "v1.2.3")
-    assert stack.invoke(image_action("PUSH", "v1.2.3", release, "e-1"))["result"] == "left_to_ecr"
-    assert stack.claim("v1.2.3") is None
+    stack.push("release", "sha-keep")
+    stack.ecr.batch_delete_image(repositoryName=REPOSITORY, imageIds=[{"imageTag": "v1.2.3"}])
+    impostor = stack.push("impostor", "v1.2.3")
+
+    # When the three events are delivered in order
+    results = [
+        stack.invoke(at(image_action("PUSH", "v1.2.3", release, "e-1"), "2026-11-28T12:00:00Z"))["result"],
+        stack.invoke(at(image_action("DELETE", "v1.2.3", release, "e-2"), "2026-11-28T12:00:03Z"))["result"],
+        stack.invoke(at(image_action("PUSH", "v1.2.3", impostor, "e-3"), "2026-11-28T12:00:05Z"))["result"],
+    ]
+
+    # Then the tag is back on the release with its exact bytes, the impostor kept under its quarantine tag,
+    # and the move reported once
+    assert results[0] == "reverted"
+    assert stack.tag("v1.2.3") == release
+    assert stack.manifest_bytes("v1.2.3") == stack.manifests[release]
+    assert stack.tag(f"quarantine-{impostor[7:19]}") == impostor
+    (violation,) = stack.violations()
+    assert violation["detail"]["offending-digest"] == impostor and violation["detail"]["change"] == "moved"
+    # And ECR itself still refuses an overwrite: the guard leaves that to ECR
+    with pytest.raises(stack.ecr.exceptions.ImageAlreadyExistsException):
+        stack.push("another", "v1.2.3")
+
+
+def test_an_earlier_push_delivered_late_takes_its_tag_back(stack: GuardStack) -> None:
+    # Given A pushed at 12:00:00 and B pushed over it at 12:00:05, B's event delivered first
+    release = stack.push("release", "v1.2.3")
+    impostor = stack.push("impostor", "v1.2.3")
+    first = stack.invoke(at(image_action("PUSH", "v1.2.3", impostor, "e-b"), "2026-11-28T12:00:05Z"))
+    # When A's event arrives
+    late = stack.invoke(at(image_action("PUSH", "v1.2.3", release, "e-a"), "2026-11-28T12:00:00Z"))
+
+    # Then A owns the tag and B is quarantined, with one violation naming B
+    assert first["result"] == "claimed"
+    assert late["result"] == "handed_over"
+    assert stack.claim("v1.2.3")["digest"]["S"] == release  # type: ignore[index]
+    assert stack.tag("v1.2.3") == release
+    assert stack.tag(f"quarantine-{impostor[7:19]}") == impostor
+    (violation,) = stack.violations()
+    assert violation["detail"]["offending-digest"] == impostor
+    assert violation["detail"]["claimed-digest"] == release
+    # And a redelivery of B's event changes nothing and says nothing more
+    assert stack.invoke(at(image_action("PUSH", "v1.2.3", impostor, "e-b2"), "2026-11-28T12:00:05Z"))["result"] in {
+        "already_restored",
+        "reverted",
+    }
+    assert stack.tag("v1.2.3") == release
+    assert stack.violations() == []
+
+
+def test_a_delete_delivered_before_its_push_is_put_back(stack: GuardStack) -> None:
+    # Given A pushed at 12:00:00 and deleted at 12:00:10, the DELETE delivered first
+    release = stack.push("release", "v1.2.3")
+    stack.push("release", "sha-keep")  # the image stays when the release tag goes, as in ECR
+    stack.ecr.batch_delete_image(repositoryName=REPOSITORY, imageIds=[{"imageTag": "v1.2.3"}])
+    early = stack.invoke(at(image_action("DELETE", "v1.2.3", release, "e-del"), "2026-11-28T12:00:10Z"))
+    # When the PUSH arrives
+    late = stack.invoke(at(image_action("PUSH", "v1.2.3", release, "e-push"), "2026-11-28T12:00:00Z"))
+
+    # Then the tag is restored on A and the deletion reported once
+    assert early["result"] == "unclaimed_delete"
+    assert late["result"] == "restored"
+    assert stack.tag("v1.2.3") == release
+    (violation,) = stack.violations()
+    assert violation["detail"]["change"] == "deleted"
+
+
+def test_a_delete_is_attributed_to_the_deleter_never_the_pusher(stack: GuardStack) -> None:
+    release = stack.push("release", "v1.2.3")
+    stack.push("release", "sha-keep")
+    pusher = json.loads((EVENTS / "cloudtrail-put-image.json").read_text())
+    pusher["detail"]["responseElements"]["image"]["imageId"]["imageDigest"] = release
+    stack.invoke(pusher)  # CloudTrail: who pushed the release
+    stack.invoke(image_action("PUSH", "v1.2.3", release, "e-1"))
+    stack.ecr.batch_delete_image(repositoryName=REPOSITORY, imageIds=[{"imageTag": "v1.2.3"}])
+    stack.invoke(image_action("DELETE", "v1.2.3", release, "e-2"))
+    (announced,) = stack.violations()
+    assert announced["detail"]["actor"] == "unknown"  # the pusher is not the deleter
+
+    deleter = "arn:aws:sts::123456789012:assumed-role/cleanup/janitor"
+    trail = {
+        **pusher,
+        "id": "trail-delete",
+        "detail": {
+            **pusher["detail"],
+            "eventName": "BatchDeleteImage",
+            "userIdentity": {"type": "AssumedRole", "arn": deleter},
+            "requestParameters": {"repositoryName": REPOSITORY, "imageIds": [{"imageTag": "v1.2.3"}]},
+            "responseElements": {"imageIds": [{"imageTag": "v1.2.3", "imageDigest": release}], "failures": []},
+        },
+    }
+    assert stack.invoke(trail)["result"] == "attributed"
+    (attributed,) = stack.violations()
+    assert attributed["detail"]["actor"] == deleter
+    # The guard's own restoring PutImage, reported by CloudTrail, is never blamed for anything
+    own = {**pusher, "id": "trail-own"}
+    own["detail"] = {
+        **pusher["detail"],
+        "userAgent": "Boto3/1.38 md/Botocore#1.38 ecr-automation",
+        "userIdentity": {"arn": "guard"},
+    }
+    assert stack.invoke(own)["violations_attributed"] == 0
+
+
+def test_a_pull_through_cache_following_upstream_is_reported_not_reverted(
+    stack: GuardStack, monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> None:
+    rules = tmp_path / "rules.toml"
+    rules.write_text('pull_through_cache = ["team/*"]\n[[guard]]\nrepositories = ["*"]\n')
+    monkeypatch.setenv("RULES_FILE", str(rules))
+    use_dependencies(Dependencies(settings_from_environment(), clients=AwsClients(), sink=stack.sink))
+    release = stack.push("release", "v1.2.3")
+    stack.invoke(image_action("PUSH", "v1.2.3", release, "e-1"))
+    upstream = stack.push("upstream-moved", "v1.2.3")
+
+    result = stack.invoke(image_action("PUSH", "v1.2.3", upstream, "e-2"))
+
+    assert result["result"] == "mirrored"
+    assert stack.tag("v1.2.3") == upstream
+    (violation,) = stack.violations()
+    assert violation["detail"]["handling"] == "mirrored"
+
+
+def test_a_released_claim_is_taken_by_the_next_release_only(stack: GuardStack, aws: MotoServer) -> None:
+    lost = stack.push("lost", "v1.2.3")
+    stack.invoke(image_action("PUSH", "v1.2.3", lost, "e-1"))
+    stack.ecr.batch_delete_image(repositoryName=REPOSITORY, imageIds=[{"imageDigest": lost}])
+    env = {**aws.env(), "TAG_LEDGER_TABLE": "ledger", "PATH": "/usr/bin:/bin"}
+    command = [sys.executable, "-m", "ecr_automation", "guard", "release", REPOSITORY, "v1.2.3"]
+
+    refused = subprocess.run(command, capture_output=True, text=True, env=env, timeout=60, check=False)
+    released = subprocess.run(
+        [*command, "--reason", "image lost; rebuilt", "--registry-id", ACCOUNT],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
+    )
+
+    assert refused.returncode == 2 and "--reason" in refused.stderr
+    assert released.returncode == 0, released.stderr
+    rebuilt = stack.push("rebuilt", "v1.2.3")
+    # A push dated before the release never claims again; the next one after it does.
+    assert stack.invoke(at(image_action("PUSH", "v1.2.3", lost, "e-old"), "2026-11-28T12:00:00Z"))["result"] == "stale"
+    time.sleep(1.1)  # event times have whole seconds: be clearly after the release
+    after_release = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert stack.invoke(at(image_action("PUSH", "v1.2.3", rebuilt, "e-new"), after_release))["result"] == "claimed"
+    assert stack.claim("v1.2.3")["digest"]["S"] == rebuilt  # type: ignore[index]
+    items = aws.client("dynamodb").scan(TableName="ledger")["Items"]
+    (audit,) = [item for item in items if item["sk"]["S"].startswith("release#v1.2.3#")]
+    assert audit["released_reason"]["S"] == "image lost; rebuilt" and audit["previous_digest"]["S"] == lost
 
 
 def test_conflicting_pushes_racing_leave_the_first_claim_and_quarantine_every_loser(stack: GuardStack) -> None:
@@ -226,10 +385,12 @@ def test_conflicting_pushes_racing_leave_the_first_claim_and_quarantine_every_lo
     claim = stack.claim("v2.0.0")
     assert claim is not None
     winner = claim["digest"]["S"]
-    assert results[winner] == "claimed"
+    # The winner's own invocation finds a later racer on the tag and reverts it; each racer's is reverted
+    # by someone, and each is reported exactly once, whoever got there first.
+    assert results[winner] in {"claimed", "reverted", "already_restored"}
     assert stack.tag("v2.0.0") == winner
     losers = [digest for digest in digests if digest != winner]
-    assert all(results[digest] == "reverted" for digest in losers)
+    assert all(results[digest] in {"reverted", "already_restored"} for digest in losers)
     for loser in losers:
         assert stack.tag(f"quarantine-{loser[7:19]}") == loser
     violations = stack.violations()

@@ -17,11 +17,12 @@ from botocore.stub import Stubber
 
 from ecr_automation.adapters.clients import AwsClients
 from ecr_automation.adapters.ecr import EcrRegistry
-from ecr_automation.adapters.ledger import LeaseTimeoutError, TagLedger
+from ecr_automation.adapters.ledger import LeaseLostError, LeaseTimeoutError, TagLedger
 from ecr_automation.config import settings_from_environment
 from ecr_automation.dependencies import Dependencies, use_dependencies
 from ecr_automation.handlers import retag as retag_handler
 from ecr_automation.local.runner import LambdaContext
+from ecr_automation.logic.ownership import ClaimAcceptance, Ownership
 from ecr_automation.logic.retag import Retagger, RetagResult
 from ecr_automation.models.domain import MANIFEST_MEDIA_TYPES, RepositoryRef, short_digest
 from ecr_automation.models.effects import CollectingSink
@@ -84,7 +85,8 @@ class RetagStack:
         return digest
 
     def retagger(self, rules: Rules = RULES) -> Retagger:
-        return Retagger(rules, self.registry, self.ledger)
+        acceptance = ClaimAcceptance(rules, Ownership(self.ledger, self.registry))
+        return Retagger(rules, self.registry, self.ledger, acceptance)
 
     def tags(self, repository: str) -> dict[str, str]:
         images = self.ecr.list_images(repositoryName=repository, filter={"tagStatus": "TAGGED"})["imageIds"]
@@ -169,14 +171,14 @@ def test_aws_calls_per_push_are_counted_and_a_converged_run_writes_nothing(stack
 
     calls = stack.count_calls()
     first = retagger.handle(event)
-    # One DescribeImages for the image's own tags, one per alias it lacks; one BatchGetImage; one PutImage per tag.
-    assert calls == {"DescribeImages": 4, "BatchGetImage": 1, "PutImage": 4}
+    # One BatchGetImage for the image and every tag it wants, one PutImage per tag.
+    assert calls == {"BatchGetImage": 1, "PutImage": 4}
 
     calls = stack.count_calls()
     for tag in first.written:  # the PUSH events caused by retag's own PutImage calls
         echo = retagger.handle(ImageActionEvent.model_validate(push_event("team/web", tag, digest, f"echo-{tag}")))
         assert echo.result is RetagResult.UNCHANGED
-    assert calls == {"DescribeImages": len(first.written)}
+    assert calls == {"BatchGetImage": len(first.written)}
 
     calls = stack.count_calls()
     newer = stack.put("team/web", image_manifest("two"), OCI_MANIFEST, "v1.3.0")
@@ -184,7 +186,7 @@ def test_aws_calls_per_push_are_counted_and_a_converged_run_writes_nothing(stack
     second = retagger.handle(ImageActionEvent.model_validate(push_event("team/web", "v1.3.0", newer, "e-2")))
     assert second.written == ["v1.3", "v1", "latest", f"sha-{short_digest(newer)}"]
     # v1 and latest point at the same older image: its tags are read once.
-    assert calls == {"DescribeImages": 5, "BatchGetImage": 1, "PutImage": 4}
+    assert calls == {"BatchGetImage": 1, "DescribeImages": 1, "PutImage": 4}
 
 
 def test_a_replayed_event_writes_nothing(stack: RetagStack) -> None:
@@ -199,7 +201,7 @@ def test_a_replayed_event_writes_nothing(stack: RetagStack) -> None:
     replay = retagger.handle(event)
 
     assert replay.result is RetagResult.UNCHANGED
-    assert calls == {"DescribeImages": 1}
+    assert calls == {"BatchGetImage": 1}
     assert stack.tags("team/web") == before
 
 
@@ -225,7 +227,7 @@ def test_a_push_the_guard_rejected_is_not_acted_on(stack: RetagStack) -> None:
     outcome = retagger.handle(ImageActionEvent.model_validate(push_event("team/web", "v1.0.0", impostor, "e-bad")))
 
     assert outcome.result is RetagResult.REFUSED
-    assert calls == {}
+    assert calls == {"DescribeImages": 1}  # both pushes in one second: ECR's push times are asked, no more
     assert stack.tags("team/web")["latest"] == original
 
 
@@ -263,27 +265,25 @@ def test_real_ecrs_tag_already_exists_error_is_reported_not_crashed_on() -> None
     scope = {"registryId": ACCOUNT, "repositoryName": repository.name}
     stubber = Stubber(ecr)
     stubber.add_response(
-        "describe_images",
-        {"imageDetails": [{"imageDigest": new, "imageTags": ["v1.1.0"]}]},
-        {**scope, "imageIds": [{"imageDigest": new}]},
-    )
-    stubber.add_response(
-        "describe_images", {"imageDetails": [{"imageDigest": old}]}, {**scope, "imageIds": [{"imageTag": "latest"}]}
+        "batch_get_image",
+        {
+            "images": [
+                {"imageId": {"imageDigest": new}, "imageManifest": body, "imageManifestMediaType": OCI_MANIFEST},
+                {"imageId": {"imageDigest": old, "imageTag": "latest"}, "imageManifest": "{}"},
+                {"imageId": {"imageDigest": new, "imageTag": "v1.1.0"}, "imageManifest": body},
+            ],
+            "failures": [],
+        },
+        {
+            **scope,
+            "imageIds": [{"imageDigest": new}, {"imageTag": "latest"}, {"imageTag": "v1.1.0"}],
+            "acceptedMediaTypes": list(MANIFEST_MEDIA_TYPES),
+        },
     )
     stubber.add_response(
         "describe_images",
         {"imageDetails": [{"imageDigest": old, "imageTags": ["latest", "v1.0.0"]}]},
         {**scope, "imageIds": [{"imageDigest": old}]},
-    )
-    stubber.add_response(
-        "batch_get_image",
-        {
-            "images": [
-                {"imageId": {"imageDigest": new}, "imageManifest": body, "imageManifestMediaType": OCI_MANIFEST}
-            ],
-            "failures": [],
-        },
-        {**scope, "imageIds": [{"imageDigest": new}], "acceptedMediaTypes": list(MANIFEST_MEDIA_TYPES)},
     )
     stubber.add_client_error(
         "put_image",
@@ -301,14 +301,15 @@ def test_real_ecrs_tag_already_exists_error_is_reported_not_crashed_on() -> None
     sink = CollectingSink()
     rules = Rules(retag=[RetagRule(aliases=AliasRule(minor=False, major=False))])
 
-    ledger = FakeLedger()  # no guard rule: no claim may be made, only the lease on `latest`
+    ledger = FakeLedger()  # no guard rule: no claim may be made, only the lease on the floating tags
+    registry = EcrRegistry(_StubbedClients(ecr), sink)
     with stubber:
-        outcome = Retagger(rules, EcrRegistry(_StubbedClients(ecr), sink), ledger).handle(
+        outcome = Retagger(rules, registry, ledger, ClaimAcceptance(rules, Ownership(ledger, registry))).handle(
             ImageActionEvent.model_validate(push_event(repository.name, "v1.1.0", new, "e-1"))
         )
 
     stubber.assert_no_pending_responses()
-    assert ledger.claims_by_tag == {} and ledger.leases_taken == ["latest"]
+    assert ledger.claims_by_tag == {} and ledger.leases_taken == ["floating-tags"]
     assert outcome.result is RetagResult.UNCHANGED
     assert [(skip.tag, skip.reason) for skip in outcome.refused] == [
         ("latest", "the repository refuses to move it (tag immutability)")
@@ -378,15 +379,24 @@ def test_releases_handled_at_the_same_instant_leave_the_aliases_on_the_newest(st
 
 def test_a_lease_is_exclusive_until_released_or_expired(stack: RetagStack) -> None:
     repository = RepositoryRef(ACCOUNT, REGION, "team/web")
+    impatient = TagLedger(stack.clients, "ledger", REGION, stack.sink, lease_wait_seconds=0.3)
     with (
-        stack.ledger.hold(repository, ["v1", "latest"]),
+        stack.ledger.hold(repository, "floating-tags", owner="e-1"),
         pytest.raises(LeaseTimeoutError),
-        stack.ledger.hold(repository, ["latest"], wait_seconds=0.3),
+        impatient.hold(repository, "floating-tags", owner="e-2"),
     ):
         pass
-    with stack.ledger.hold(repository, ["latest"], wait_seconds=0.3):
+    with (
+        stack.ledger.hold(repository, "floating-tags", owner="e-1"),
+        stack.ledger.hold(repository, "floating-tags", owner="e-1"),
+    ):
+        pass  # re-entrant for its owner: Lambda's retry of a dead holder's event takes it straight back
+    with impatient.hold(repository, "floating-tags", owner="e-2"):
         pass  # released: free again
-    with stack.ledger.hold(repository, ["v2"], lease_seconds=0.01):
-        time.sleep(0.05)
-        with stack.ledger.hold(repository, ["v2"], wait_seconds=0.3):
+    brief = TagLedger(stack.clients, "ledger", REGION, stack.sink, lease_seconds=0.05, lease_wait_seconds=0.3)
+    with brief.hold(repository, "other", owner="e-3") as lease:
+        time.sleep(0.1)
+        with impatient.hold(repository, "other", owner="e-4"):
             pass  # the first holder's lease ran out: a crashed holder does not block for long
+        with pytest.raises(LeaseLostError):
+            lease.check()  # and the first holder, were it still alive, may write nothing more

@@ -186,7 +186,17 @@ def test_simulate_of_one_push_converges_to_exactly_the_expected_tags(
 
 def test_invoke_against_a_moto_server_uses_the_standard_sdk_environment(aws: MotoServer) -> None:
     event = json.loads((EVENTS / "ecr-push-tagged.json").read_text())
-    aws.client("ecr").create_repository(repositoryName=event["detail"]["repository-name"])
+    ecr = aws.client("ecr")
+    ecr.create_repository(repositoryName=event["detail"]["repository-name"])
+    # The push the event reports (moto keeps the digest it is given): the guard checks a late event's
+    # claim against the registry.
+    ecr.put_image(
+        repositoryName=event["detail"]["repository-name"],
+        imageManifest=builders.image_manifest("sample"),
+        imageManifestMediaType=builders.OCI_MANIFEST,
+        imageDigest=event["detail"]["image-digest"],
+        imageTag=event["detail"]["image-tag"],
+    )
     builders.create_table_like(aws.client("dynamodb"), "TagLedgerTable", "ledger-on-moto")
     env = {
         **aws.env(),

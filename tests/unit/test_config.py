@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from ecr_automation.config import BUNDLED_RULES_FILE, ConfigurationError, settings_from_environment
-from ecr_automation.rules import STRICT_SEMVER_TAG, load_rules, parse_rules
+from ecr_automation.rules import load_rules, parse_rules
 
 
 def test_settings_from_the_template_environment() -> None:
@@ -51,6 +51,8 @@ def test_the_bundled_rules_file_is_valid() -> None:
         ("[[guard]]\nprotected = ['(']\n", "guard.0.protected.0"),
         ("[[guard]]\non_violation = 'explode'\n", "guard.0.on_violation"),
         ("[[guard]]\nquarantine_tag = 'no-placeholder'\n", "guard.0.quarantine_tag"),
+        ("[[guard]]\nquarantine_tag = 'quarantine-{when}'\n", "guard.0.quarantine_tag"),
+        ("[[guard]]\nprotect_releases = 'yes please'\n", "guard.0.protect_releases"),
         ("[[guard]]\nunknown_key = 1\n", "guard.0.unknown_key"),
         ("[[guard]\n", "not valid TOML"),
     ],
@@ -71,5 +73,8 @@ def test_first_matching_section_applies() -> None:
     rules = parse_rules(
         "[[guard]]\nrepositories = ['legacy/*']\nprotected = ['^release-']\n\n[[guard]]\nrepositories = ['*']\n"
     )
-    assert rules.guard_for("legacy/app").protected == ["^release-"]  # type: ignore[union-attr]
-    assert rules.guard_for("team/web").protected == [STRICT_SEMVER_TAG]  # type: ignore[union-attr]
+    legacy, other = rules.guard_for("legacy/app"), rules.guard_for("team/web")
+    assert legacy is not None and other is not None
+    assert legacy.protected == ["^release-"] and legacy.is_protected("release-1")
+    assert other.protected == [] and not other.is_protected("release-1")
+    assert legacy.is_protected("v1.2.3") and other.is_protected("v1.2.3")  # release tags by default

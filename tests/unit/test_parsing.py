@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from ecr_automation.models.events import (
+    APPLICATION_SOURCE,
     ApiCallEvent,
     ImageActionEvent,
     ImageScanEvent,
@@ -19,6 +20,9 @@ from ecr_automation.models.events import (
     ReplicationActionEvent,
     ScanResourceChangeEvent,
     Severity,
+    TagGuardViolationAttributedEvent,
+    TagGuardViolationEvent,
+    ViolationDetail,
 )
 from ecr_automation.models.parsing import EventRejected, IgnoredEvent, parse_event
 from tests.conftest import EVENTS, load_event
@@ -45,11 +49,24 @@ MODEL_OF_SAMPLE = {
     "ecr-referrer-action.json": ReferrerActionEvent,
     "ecr-scan-resource-change.json": ScanResourceChangeEvent,
     "cloudtrail-put-image.json": ApiCallEvent,
+    "guard-violation.json": TagGuardViolationEvent,
+    "guard-violation-attributed.json": TagGuardViolationAttributedEvent,
 }
+# Samples that are not one EventBridge event (kept below events/sqs/): an SQS batch carries events in
+# its message bodies.
+BATCH_SAMPLES = {"sqs/sqs-batch.json"}
 
 
 def test_every_top_level_sample_has_a_model() -> None:
     assert {path.name for path in EVENTS.glob("*.json")} == set(MODEL_OF_SAMPLE)
+
+
+@pytest.mark.parametrize("name", sorted(BATCH_SAMPLES))
+def test_every_message_body_of_a_batch_sample_parses(name: str) -> None:
+    records = load_event(name)["Records"]
+    assert records
+    for record in records:
+        assert not isinstance(parse_event(json.loads(record["body"]), max_bytes=LIMIT), IgnoredEvent)
 
 
 @pytest.mark.parametrize(("name", "model"), MODEL_OF_SAMPLE.items())
@@ -174,3 +191,72 @@ def test_archive_and_restore_carry_their_storage_class() -> None:
     assert archive.detail.target_storage_class == "ARCHIVE"
     assert restore.detail.target_storage_class == "STANDARD"
     assert restore.detail.last_activated_at is not None
+
+
+def test_own_violation_event_is_typed() -> None:
+    event = parse_event(load_event("guard-violation.json"), max_bytes=LIMIT)
+    assert isinstance(event, TagGuardViolationEvent)
+    assert event.source == APPLICATION_SOURCE
+    detail = event.detail
+    assert (detail.severity, detail.repository_name, detail.image_tag) == ("HIGH", "team/web", "v1.2.3")
+    assert detail.claimed_digest != detail.offending_digest
+    assert detail.quarantine_tag == "quarantine-afa020ece140"
+    assert detail.source_event_time == datetime(2026, 11, 28, 12, 5, tzinfo=UTC)
+
+
+def test_attributed_violation_names_the_actor() -> None:
+    event = parse_event(load_event("guard-violation-attributed.json"), max_bytes=LIMIT)
+    assert isinstance(event, TagGuardViolationAttributedEvent)
+    assert event.detail.actor.startswith("arn:aws:sts::")
+    assert event.detail.actor in event.detail.summary
+
+
+def test_violation_samples_carry_every_key_the_model_knows() -> None:
+    keys = {field.alias or field_name for field_name, field in ViolationDetail.model_fields.items()}
+    for name in ("guard-violation.json", "guard-violation-attributed.json"):
+        assert set(load_event(name)["detail"]) == keys, name
+
+
+def test_quarantine_tag_may_be_null() -> None:
+    raw = load_event("guard-violation.json")
+    raw["detail"]["quarantine-tag"] = None
+    event = parse_event(raw, max_bytes=LIMIT)
+    assert isinstance(event, TagGuardViolationEvent)
+    assert event.detail.quarantine_tag is None
+
+
+def test_own_event_tolerates_extra_detail_keys() -> None:
+    raw = load_event("guard-violation.json")
+    raw["detail"]["added-later"] = True
+    assert isinstance(parse_event(raw, max_bytes=LIMIT), TagGuardViolationEvent)
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "reason"),
+    [
+        ("claimed-digest", None, "detail.claimed-digest: field required"),
+        ("severity", "LOW", "detail.severity: "),
+        ("offending-digest", "latest", "detail.offending-digest: "),
+        ("source-event-time", "yesterday", "detail.source-event-time: "),
+        ("actor", None, "detail.actor: field required"),
+    ],
+)
+def test_malformed_own_event_is_rejected_naming_the_field(field: str, value: object, reason: str) -> None:
+    raw = load_event("guard-violation-attributed.json")
+    if value is None:
+        del raw["detail"][field]
+    else:
+        raw["detail"][field] = value
+    with pytest.raises(EventRejected) as rejection:
+        parse_event(raw, max_bytes=LIMIT)
+    assert rejection.value.reason.startswith(reason)
+    assert "\n" not in rejection.value.reason
+    assert rejection.value.event_id == raw["id"]
+
+
+def test_unknown_detail_type_from_our_own_source_is_ignored_on_purpose() -> None:
+    raw = load_event("guard-violation.json")
+    raw["detail-type"] = "Replication Completed"
+    outcome = parse_event(raw, max_bytes=LIMIT)
+    assert isinstance(outcome, IgnoredEvent)
+    assert outcome.reason == f"unknown detail-type 'Replication Completed' from {APPLICATION_SOURCE}"

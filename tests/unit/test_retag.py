@@ -6,8 +6,9 @@ from typing import Any
 
 import pytest
 
+from ecr_automation.adapters.ledger import LeaseLostError
 from ecr_automation.config import ConfigurationError
-from ecr_automation.logic.guard import quarantine_tag_for
+from ecr_automation.logic.ownership import ClaimAcceptance, Ownership
 from ecr_automation.logic.retag import (
     RetagEvent,
     Retagger,
@@ -40,12 +41,22 @@ def _envelope(detail_type: str, source: str, detail: dict[str, Any], event_id: s
     return builders.ecr_event(detail_type, detail, event_id=event_id, source=source)
 
 
-def push(tag: str | None, digest: str, event_id: str = "e-push", action: str = "PUSH") -> ImageActionEvent:
-    detail: dict[str, Any] = {"result": "SUCCESS", "repository-name": REPO.name, "image-digest": digest}
+def push(
+    tag: str | None,
+    digest: str,
+    event_id: str = "e-push",
+    action: str = "PUSH",
+    *,
+    time: str = builders.TIME,
+    repository: str = REPO.name,
+) -> ImageActionEvent:
+    detail: dict[str, Any] = {"result": "SUCCESS", "repository-name": repository, "image-digest": digest}
     detail["action-type"] = action
     if tag is not None:
         detail["image-tag"] = tag
-    return ImageActionEvent.model_validate(_envelope("ECR Image Action", "aws.ecr", detail, event_id))
+    envelope = _envelope("ECR Image Action", "aws.ecr", detail, event_id)
+    envelope["time"] = time
+    return ImageActionEvent.model_validate(envelope)
 
 
 def basic_scan(
@@ -73,7 +84,7 @@ def inspector_scan(digest: str, counts: dict[str, int], event_id: str = "e-inspe
 
 
 def version(text: str) -> Version:
-    parsed = parse_version(text, "v")
+    parsed = parse_version(text)
     assert parsed is not None
     return parsed
 
@@ -88,9 +99,14 @@ def ledger() -> FakeLedger:
     return FakeLedger()
 
 
+def make_retagger(rules: Rules, registry: FakeRegistry, ledger: FakeLedger) -> Retagger:
+    """Retag as deployed: it asks the guard's ownership whether it may act on a push."""
+    return Retagger(rules, registry, ledger, ClaimAcceptance(rules, Ownership(ledger, registry)))
+
+
 @pytest.fixture
 def retagger(registry: FakeRegistry, ledger: FakeLedger) -> Retagger:
-    return Retagger(RULES, registry, ledger)
+    return make_retagger(RULES, registry, ledger)
 
 
 def tags_on(registry: FakeRegistry, digest: str) -> set[str]:
@@ -186,7 +202,7 @@ def test_pattern_output_too_long_for_a_tag_is_reported() -> None:
         ('digest_tag = "sha-{short_digest:>20}"', "takes no format spec"),
         ('digest_tag = "sha-{"', "template 'sha-{'"),
         ("[[retag.patterns]]\nmatch = '^main-(?P<sha>.+)$'\ntags = ['{commit}']", "unknown placeholder {commit}"),
-        ("[[retag.patterns]]\nmatch = '^main-(.+'\ntags = ['main']", "invalid regular expression"),
+        ("[[retag.patterns]]\nmatch = '^main-(.+'\ntags = ['main']", "RE2 cannot compile regular expression"),
         ("[[retag.promote]]\nblock_at = 'SEVERE'\ntags = ['scanned']", "retag.0.promote.0.block_at"),
         ("[[retag.promote]]\ntags = ['{tag}-scanned']", "unknown placeholder {tag}"),
         ("[retag.aliases]\nprefix = 'v/'", "retag.0.aliases.prefix"),
@@ -242,10 +258,44 @@ def test_first_release_gets_aliases_and_digest_tag_with_one_read_of_the_manifest
     assert outcome.result is RetagResult.RETAGGED
     assert outcome.written == ["v1.2", "v1", "latest", f"sha-{short_digest(digest)}"]
     assert tags_on(registry, digest) == {"v1.2.3", "v1.2", "v1", "latest", f"sha-{short_digest(digest)}"}
+    # One read of the manifest and of where every wanted tag points; no alias is held by another image.
     assert registry.calls["BatchGetImage"] == 1
     assert registry.calls["PutImage"] == 4
-    # One DescribeImages for the image's own tags, one per alias it does not hold yet.
-    assert registry.calls["DescribeImages"] == 4
+    assert registry.calls["DescribeImages"] == 0
+
+
+def test_the_first_release_with_the_bundled_rules_costs_one_read_and_four_writes(
+    registry: FakeRegistry, ledger: FakeLedger
+) -> None:
+    # Given the rules file shipped with the application
+    from ecr_automation.config import BUNDLED_RULES_FILE  # noqa: PLC0415
+    from ecr_automation.rules import load_rules  # noqa: PLC0415
+
+    retagger = make_retagger(load_rules(BUNDLED_RULES_FILE), registry, ledger)
+    digest = registry.add_image(REPO, "one", "v1.2.3")
+
+    # When the first release is pushed
+    outcome = retagger.handle(push("v1.2.3", digest))
+
+    # Then one BatchGetImage answers everything, nothing is described, and four tags are written
+    assert outcome.written == ["v1.2", "v1", "latest", f"sha-{short_digest(digest)}"]
+    assert registry.calls["BatchGetImage"] == 1
+    assert registry.calls["DescribeImages"] == 0
+    assert registry.calls["PutImage"] == 4
+
+
+def test_a_second_release_describes_only_the_image_holding_the_aliases(
+    registry: FakeRegistry, retagger: Retagger
+) -> None:
+    first = release(registry, retagger, "v1.2.3")
+    second = registry.add_image(REPO, "two", "v1.3.0")
+    registry.calls.clear()
+
+    outcome = retagger.handle(push("v1.3.0", second, "push-v1.3.0"))
+
+    assert outcome.written == ["v1.3", "v1", "latest", f"sha-{short_digest(second)}"]
+    assert registry.tags_on(REPO, first) == {"v1.2.3", "v1.2", f"sha-{short_digest(first)}"}
+    assert registry.calls == {"BatchGetImage": 1, "DescribeImages": 1, "PutImage": 4}
 
 
 def test_out_of_order_push_moves_only_its_own_minor_alias(registry: FakeRegistry, retagger: Retagger) -> None:
@@ -287,7 +337,7 @@ def test_prereleases_never_move_stable_aliases(registry: FakeRegistry, retagger:
 
 def test_prereleases_move_aliases_when_a_rule_says_so(registry: FakeRegistry, ledger: FakeLedger) -> None:
     rules = Rules(guard=[GUARD], retag=[RetagRule(aliases=AliasRule(include_prereleases=True))])
-    retagger = Retagger(rules, registry, ledger)
+    retagger = make_retagger(rules, registry, ledger)
     release(registry, retagger, "v1.4.0")
     rc = release(registry, retagger, "v2.0.0-rc.1")
     assert registry.tags[(REPO, "v2")] == rc and registry.tags[(REPO, "latest")] == rc
@@ -348,8 +398,8 @@ def test_the_pushes_caused_by_retag_itself_write_nothing(registry: FakeRegistry,
         echo = retagger.handle(push(tag, digest, f"echo-{tag}"))
         assert echo.result is RetagResult.UNCHANGED, echo
 
-    assert registry.calls["PutImage"] == 0 and registry.calls["BatchGetImage"] == 0
-    assert registry.calls["DescribeImages"] == len(first.written)  # one look at the image's tags each
+    assert registry.calls["PutImage"] == 0 and registry.calls["DescribeImages"] == 0
+    assert registry.calls["BatchGetImage"] == len(first.written)  # one look at the wanted tags each
 
 
 def test_a_replayed_push_writes_nothing(registry: FakeRegistry, retagger: Retagger) -> None:
@@ -363,13 +413,13 @@ def test_a_replayed_push_writes_nothing(registry: FakeRegistry, retagger: Retagg
 
     assert replay.result is RetagResult.UNCHANGED
     assert registry.writes == writes
-    assert registry.calls == {"DescribeImages": 1}
+    assert registry.calls == {"BatchGetImage": 1}
     assert {skip.reason for skip in replay.skipped} == {"already there"}
 
 
 def test_a_push_whose_tag_has_moved_on_since_is_stale(registry: FakeRegistry, ledger: FakeLedger) -> None:
     rules = Rules(retag=[RetagRule(patterns=[PatternRule(match="^main$", tags=["stable"])])])
-    retagger = Retagger(rules, registry, ledger)
+    retagger = make_retagger(rules, registry, ledger)
     first = registry.add_image(REPO, "first", "main")
     second = registry.add_image(REPO, "second", "main")  # main moved on before the first event arrived
     retagger.handle(push("main", second, "e-2"))
@@ -386,7 +436,7 @@ def test_never_acts_on_a_push_the_guard_rejected(registry: FakeRegistry, retagge
     impostor = registry.add_image(REPO, "impostor", "v1.2.3")
     registry.calls.clear()
 
-    outcome = retagger.handle(push("v1.2.3", impostor, "e-impostor"))
+    outcome = retagger.handle(push("v1.2.3", impostor, "e-impostor", time="2026-11-28T12:05:00Z"))
 
     assert outcome.result is RetagResult.REFUSED
     assert outcome.notes == ["the tag guard rejected this push of v1.2.3"]
@@ -396,7 +446,7 @@ def test_never_acts_on_a_push_the_guard_rejected(registry: FakeRegistry, retagge
 
 def test_the_guards_quarantine_push_is_ignored(registry: FakeRegistry, retagger: Retagger) -> None:
     impostor = registry.add_image(REPO, "impostor")
-    quarantine = quarantine_tag_for(GUARD, impostor)
+    quarantine = GUARD.quarantine_tag_for(impostor)
     registry.tags[(REPO, quarantine)] = impostor
 
     outcome = retagger.handle(push(quarantine, impostor))
@@ -407,7 +457,7 @@ def test_the_guards_quarantine_push_is_ignored(registry: FakeRegistry, retagger:
 
 def test_never_writes_a_protected_tag(registry: FakeRegistry, ledger: FakeLedger) -> None:
     rule = RetagRule(patterns=[PatternRule(match=r"^release-(?P<v>\d+\.\d+\.\d+)$", tags=["v{v}", "stable"])])
-    retagger = Retagger(Rules(guard=[GUARD], retag=[rule]), registry, ledger)
+    retagger = make_retagger(Rules(guard=[GUARD], retag=[rule]), registry, ledger)
     digest = registry.add_image(REPO, "one", "release-1.2.3")
 
     outcome = retagger.handle(push("release-1.2.3", digest))
@@ -438,7 +488,7 @@ def test_events_with_nothing_to_derive_are_clear_no_ops(
 
 def test_untagged_pushes_get_a_digest_tag_only_when_asked(registry: FakeRegistry, ledger: FakeLedger) -> None:
     rule = RetagRule(digest_tag="sha-{short_digest}", digest_tag_untagged_pushes=True)
-    retagger = Retagger(Rules(retag=[rule]), registry, ledger)
+    retagger = make_retagger(Rules(retag=[rule]), registry, ledger)
     digest = registry.add_image(REPO, "child")
 
     outcome = retagger.handle(push(None, digest))
@@ -449,13 +499,13 @@ def test_untagged_pushes_get_a_digest_tag_only_when_asked(registry: FakeRegistry
 def test_a_repository_without_rule_is_left_alone(registry: FakeRegistry, ledger: FakeLedger) -> None:
     rules = Rules(retag=[RetagRule(repositories=["other/*"])])
     digest = registry.add_image(REPO, "one", "v1.0.0")
-    outcome = Retagger(rules, registry, ledger).handle(push("v1.0.0", digest))
+    outcome = make_retagger(rules, registry, ledger).handle(push("v1.0.0", digest))
     assert outcome.result is RetagResult.NO_RULE and registry.calls == {}
 
 
 def test_immutable_refusals_are_reported_not_crashed_on(ledger: FakeLedger) -> None:
-    registry = FakeRegistry(mutability="IMMUTABLE")
-    retagger = Retagger(RULES, registry, ledger)
+    registry = FakeRegistry(refuse_moves=True)
+    retagger = make_retagger(RULES, registry, ledger)
     old = release(registry, retagger, "v1.0.0")
     new = registry.add_image(REPO, "new", "v1.1.0")
 
@@ -471,7 +521,7 @@ def test_dry_run_writes_nothing_and_says_what_it_would_write(ledger: FakeLedger)
     registry = FakeRegistry(dry_run=True)
     digest = registry.add_image(REPO, "one", "v1.0.0")
 
-    outcome = Retagger(RULES, registry, ledger).handle(push("v1.0.0", digest))
+    outcome = make_retagger(RULES, registry, ledger).handle(push("v1.0.0", digest))
 
     assert outcome.result is RetagResult.DRY_RUN and outcome.written == []
     assert [skip.tag for skip in outcome.skipped] == ["v1.0", "v1", "latest", f"sha-{short_digest(digest)}"]
@@ -510,7 +560,7 @@ def test_a_dirty_scan_adds_nothing_and_says_why(registry: FakeRegistry, retagger
 
     assert outcome.result is RetagResult.BLOCKED
     assert outcome.notes == ["scanned not added: 3 finding(s) at HIGH or above (CRITICAL=1, HIGH=2)"]
-    assert registry.calls == {}
+    assert registry.calls["PutImage"] == 0 and (REPO, "scanned") not in registry.tags
 
 
 def test_a_failed_scan_promotes_nothing(registry: FakeRegistry, retagger: Retagger) -> None:
@@ -544,12 +594,13 @@ def test_a_replayed_scan_writes_nothing(registry: FakeRegistry, retagger: Retagg
 
     again = scan_outcome(retagger, event)
 
-    assert again.result is RetagResult.UNCHANGED and registry.calls == {"DescribeImages": 1}
+    assert again.result is RetagResult.UNCHANGED
+    assert registry.calls == {"BatchGetImage": 1, "DescribeImages": 1}  # the view, and the image's own tags
 
 
 def test_a_quarantined_image_is_never_promoted(registry: FakeRegistry, retagger: Retagger) -> None:
     impostor = registry.add_image(REPO, "impostor")
-    registry.tags[(REPO, quarantine_tag_for(GUARD, impostor))] = impostor
+    registry.tags[(REPO, GUARD.quarantine_tag_for(impostor))] = impostor
 
     outcome = scan_outcome(retagger, basic_scan(impostor, {}))
 
@@ -558,18 +609,144 @@ def test_a_quarantined_image_is_never_promoted(registry: FakeRegistry, retagger:
 
 def test_scans_without_promotion_rule_are_left_alone(registry: FakeRegistry, ledger: FakeLedger) -> None:
     digest = registry.add_image(REPO, "one", "v1.0.0")
-    outcome = Retagger(Rules(retag=[RetagRule()]), registry, ledger).handle(basic_scan(digest, {}))
+    outcome = make_retagger(Rules(retag=[RetagRule()]), registry, ledger).handle(basic_scan(digest, {}))
     assert outcome.result is RetagResult.NO_RULE and registry.calls == {}
 
 
-def test_floating_tags_are_decided_and_written_under_leases(
+def test_floating_tags_are_decided_and_written_under_one_lease_per_repository(
     registry: FakeRegistry, ledger: FakeLedger, retagger: Retagger
 ) -> None:
     release(registry, retagger, "v1.2.3")
-    assert sorted(ledger.leases_taken) == ["latest", "v1", "v1.2"]
-    assert ledger.held == set()  # released afterwards
+    assert ledger.leases_taken == ["floating-tags"]
+    assert ledger.held == {}  # released afterwards
 
     ledger.leases_taken.clear()
     digest = registry.add_image(REPO, "main", "main-abc1234")
     retagger.handle(push("main-abc1234", digest, "e-main"))
     assert ledger.leases_taken == []  # digest and pattern tags are not floating: no lease needed
+
+
+def test_a_holder_whose_lease_runs_out_writes_nothing_more_and_raises(
+    registry: FakeRegistry, ledger: FakeLedger, retagger: Retagger
+) -> None:
+    # Given a lease that is lost right after the first write
+    ledger.lease_checks_allowed = 1
+    digest = registry.add_image(REPO, "one", "v1.2.3")
+
+    # When retag writes the aliases of the first release
+    with pytest.raises(LeaseLostError):
+        retagger.handle(push("v1.2.3", digest))
+
+    # Then only the first tag was written; the retry of the event writes the rest
+    assert registry.calls["PutImage"] == 1
+    assert registry.tags_on(REPO, digest) == {"v1.2.3", "v1.2"}
+    assert ledger.held == {}
+
+
+# --- what retag leaves alone --------------------------------------------------------------------
+
+
+def test_a_quarantined_image_gets_no_aliases(registry: FakeRegistry, retagger: Retagger) -> None:
+    # Given an image the guard quarantined, now pushed under a release tag of its own
+    stable = release(registry, retagger, "v1.4.0")
+    impostor = registry.add_image(REPO, "impostor", "v9.9.9")
+    registry.tags[(REPO, GUARD.quarantine_tag_for(impostor))] = impostor
+
+    outcome = retagger.handle(push("v9.9.9", impostor, "e-impostor"))
+
+    assert outcome.result is RetagResult.REFUSED
+    assert outcome.written == []
+    assert registry.tags[(REPO, "latest")] == stable and (REPO, "v9") not in registry.tags
+    assert registry.tags_on(REPO, impostor) == {"v9.9.9", GUARD.quarantine_tag_for(impostor)}
+
+
+def test_a_pull_through_cache_repository_is_left_to_its_upstream(registry: FakeRegistry, ledger: FakeLedger) -> None:
+    cache = RepositoryRef(REPO.registry_id, REPO.region, "ecr-public/library/nginx")
+    retagger = make_retagger(RULES, registry, ledger)
+    digest = registry.add_image(cache, "nginx", "1.27.0")
+
+    outcome = retagger.handle(push("1.27.0", digest, repository=cache.name))
+
+    assert outcome.result is RetagResult.IGNORED
+    assert outcome.notes == ["a pull-through cache mirrors its upstream's tags"]
+    assert registry.writes == [] and registry.calls["BatchGetImage"] == 0
+
+
+# --- promotion: forward only, and multi-arch ---------------------------------------------------
+
+
+def test_a_promotion_tag_stays_on_a_release_when_an_unversioned_image_scans_clean(
+    registry: FakeRegistry, retagger: Retagger
+) -> None:
+    # Given a release that earned "scanned"
+    released = release(registry, retagger, "v1.0.0")
+    retagger.handle(basic_scan(released, {}, event_id="scan-release"))
+    assert registry.tags[(REPO, "scanned")] == released
+
+    # When a branch build without any version tag scans clean
+    build = registry.add_image(REPO, "branch", "main-abc1234")
+    retagger.handle(push("main-abc1234", build, "push-branch"))
+    outcome = retagger.handle(basic_scan(build, {}, event_id="scan-branch"))
+
+    # Then "scanned" stays on the release
+    assert registry.tags[(REPO, "scanned")] == released
+    assert {skip.tag: skip.reason for skip in outcome.skipped} == {
+        "scanned": f"stays on v1.0.0: {short_digest(build)} has no version tag"
+    }
+
+
+def multi_arch_release(registry: FakeRegistry, retagger: Retagger) -> tuple[str, str, str, str]:
+    """Push a v1.0.0 index of two platforms and an attestation, as buildx does; returns their digests."""
+    amd64 = registry.add_image(REPO, "amd64")
+    arm64 = registry.add_image(REPO, "arm64")
+    attestation = registry.add_image(REPO, "attestation")
+    index = registry.add_index(REPO, [(amd64, "amd64"), (arm64, "arm64")], "v1.0.0", attestations=[attestation])
+    outcome = retagger.handle(push("v1.0.0", index, "push-index"))
+    assert outcome.result is RetagResult.RETAGGED and "scanned" not in outcome.written
+    return index, amd64, arm64, attestation
+
+
+def test_a_tagged_push_of_an_index_records_its_platforms_not_its_attestations(
+    registry: FakeRegistry, ledger: FakeLedger, retagger: Retagger
+) -> None:
+    index, amd64, arm64, attestation = multi_arch_release(registry, retagger)
+
+    assert ledger.parents_of(REPO, amd64) == [index]
+    assert ledger.parents_of(REPO, arm64) == [index]
+    assert ledger.parents_of(REPO, attestation) == []
+
+
+def test_a_multi_arch_index_is_promoted_only_once_every_platform_scanned_clean(
+    registry: FakeRegistry, retagger: Retagger
+) -> None:
+    # Given a v1.0.0 index whose platform manifests have not been scanned yet
+    index, amd64, arm64, _ = multi_arch_release(registry, retagger)
+
+    # When the first platform's clean scan arrives
+    registry.scans[amd64] = SeverityCounts()
+    first = retagger.handle(basic_scan(amd64, {}, event_id="scan-amd64"))
+
+    # Then nothing is promoted: the other platform has no scan yet
+    assert first.result is RetagResult.BLOCKED
+    assert first.notes == [f"waiting for the scan of platform {short_digest(arm64)}: nothing promoted yet"]
+    assert (REPO, "scanned") not in registry.tags
+
+    # When the second platform's clean scan arrives (the attestation is never scanned and never waited for)
+    registry.scans[arm64] = SeverityCounts()
+    second = retagger.handle(basic_scan(arm64, {}, event_id="scan-arm64"))
+
+    # Then the index (not a platform) is promoted
+    assert second.written == ["scanned"]
+    assert registry.tags[(REPO, "scanned")] == index
+
+
+def test_one_dirty_platform_keeps_a_multi_arch_index_from_promotion(registry: FakeRegistry, retagger: Retagger) -> None:
+    index, amd64, arm64, _ = multi_arch_release(registry, retagger)
+    registry.scans[amd64] = SeverityCounts.model_validate({"HIGH": 1})
+    retagger.handle(basic_scan(amd64, {"HIGH": 1}, event_id="scan-amd64"))
+
+    outcome = retagger.handle(basic_scan(arm64, {}, event_id="scan-arm64"))
+
+    assert outcome.result is RetagResult.BLOCKED
+    assert outcome.notes == ["scanned not added: 1 finding(s) at HIGH or above (HIGH=1)"]
+    assert (REPO, "scanned") not in registry.tags and registry.tags_on(REPO, index) >= {"v1.0.0"}

@@ -8,13 +8,15 @@ from typing import Any
 import boto3
 from botocore.config import Config
 
+from ecr_automation.models.domain import USER_AGENT_MARKER
+
 # Adaptive mode adds client-side rate limiting on top of standard retries: ECR's PutImage and
 # BatchGetImage quotas are low enough that a burst of pushes can throttle.
 DEFAULT_CLIENT_CONFIG = Config(
     retries={"mode": "adaptive", "max_attempts": 6},
     connect_timeout=5,
     read_timeout=20,
-    user_agent_extra="ecr-automation",
+    user_agent_extra=USER_AGENT_MARKER,
 )
 
 

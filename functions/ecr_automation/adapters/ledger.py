@@ -1,7 +1,13 @@
-"""The tag ledger in DynamoDB: which digest each protected tag belongs to, claimed first-come.
+"""The tag ledger in DynamoDB: who owns each protected tag, what was reported, and short leases.
 
-One item per (registry, region, repository, tag) claim, plus one item per violation seen, so a
-replayed event can recognise that its violation was already handled and alerted.
+One partition per (registry, region, repository). Sort keys:
+- ``tag#<tag>``: the claim (digest, push time, event); a release record after ``guard release``; or,
+  before any claim, the record of a delete delivered ahead of its push;
+- ``violation#<change>#<tag>#<digest>#<occurrence>``: a violation, recorded before acting, closed after alerting;
+- ``actor#<PUSH|DELETE>#<tag>#<digest>``: who made that change, from CloudTrail;
+- ``release#<tag>#<time>``: the audit trail of releases;
+- ``lock#<name>``: a lease;
+- ``child#<platform digest>#<index digest>``: which index names which platform manifest.
 """
 
 from __future__ import annotations
@@ -9,125 +15,177 @@ from __future__ import annotations
 import json
 import random
 import time
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from botocore.exceptions import ClientError
 
 from ecr_automation.adapters.clients import AwsClients
-from ecr_automation.models.domain import RepositoryRef
+from ecr_automation.models.domain import Claim, ClaimAttempt, RepositoryRef, ViolationKey, ViolationState
 from ecr_automation.models.effects import Effect, EffectSink
 
 CLAIM_PREFIX = "tag#"
 LOCK_PREFIX = "lock#"
 VIOLATION_PREFIX = "violation#"
 ACTOR_PREFIX = "actor#"
+RELEASE_PREFIX = "release#"
+CHILD_PREFIX = "child#"
+CHANGE_OF_ACTION = {"PUSH": "moved", "DELETE": "deleted"}
+
+# A lease outlives the longest invocation that can hold it (template.yaml: Timeout 60 s), so a live
+# holder never loses it; the margin covers a write still in flight when Lambda stops the function.
+LEASE_SECONDS = 75.0
+# A holder writes only while its lease has at least this long left.
+FENCE_MARGIN_SECONDS = 10.0
+LEASE_WAIT_SECONDS = 20.0
 
 
 class LeaseTimeoutError(RuntimeError):
     """Another invocation held the lease too long: raise, and let Lambda retry the event later."""
 
 
-@dataclass(frozen=True)
-class Claim:
-    repository: RepositoryRef
-    tag: str
-    digest: str
-    claimed_at: str
-    event_id: str
+class LeaseLostError(RuntimeError):
+    """This holder's lease ran out before it finished: it writes nothing more and the event is retried."""
+
+
+class ClaimChangedError(RuntimeError):
+    """A claim changed between reading and handing it over: the retry decides afresh."""
 
 
 def _is_condition_failure(error: ClientError) -> bool:
     return error.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException"
 
 
+def _epoch(moment: datetime) -> str:
+    return f"{moment.timestamp():.3f}"
+
+
+def _moment(value: str) -> datetime:
+    return datetime.fromtimestamp(float(value), UTC)
+
+
+class HeldLease:
+    def __init__(self, name: str, expires_at: float) -> None:
+        self.name = name
+        self.expires_at = expires_at
+
+    def check(self) -> None:
+        if time.time() > self.expires_at - FENCE_MARGIN_SECONDS:
+            raise LeaseLostError(f"lease on {self.name} ran out before its holder finished; retry")
+
+
 class TagLedger:
-    def __init__(self, clients: AwsClients, table_name: str, region: str, sink: EffectSink) -> None:
+    def __init__(
+        self,
+        clients: AwsClients,
+        table_name: str,
+        region: str,
+        sink: EffectSink,
+        *,
+        lease_seconds: float = LEASE_SECONDS,
+        lease_wait_seconds: float = LEASE_WAIT_SECONDS,
+    ) -> None:
         self._clients = clients
         self._table_name = table_name
         self._region = region
         self._sink = sink
+        self._lease_seconds = lease_seconds
+        self._lease_wait_seconds = lease_wait_seconds
 
     @property
     def _dynamodb(self) -> Any:
         return self._clients.client("dynamodb", self._region)
 
-    def claim(self, repository: RepositoryRef, tag: str, digest: str, event_id: str) -> Claim:
-        """Claim ``tag`` for ``digest`` unless another digest holds it; returns the winning claim.
+    # -- claims ------------------------------------------------------------------------------------
+    def claim(
+        self, repository: RepositoryRef, tag: str, digest: str, pushed_at: datetime, event_id: str
+    ) -> ClaimAttempt:
+        """Claim ``tag`` for ``digest`` unless a digest holds it already; one conditional write.
 
-        The conditional write makes the first digest win atomically, even when pushes race.
+        A released tag is claimed only by a push made after the release.
         """
-        now = datetime.now(UTC).isoformat()
-        item = {
-            "pk": {"S": repository.key},
-            "sk": {"S": CLAIM_PREFIX + tag},
-            "repository": {"S": repository.name},
-            "tag": {"S": tag},
-            "digest": {"S": digest},
-            "claimed_at": {"S": now},
-            "event_id": {"S": event_id},
-        }
+        item = self._claim_item(repository, tag, digest, pushed_at, event_id)
+        fields = {name: value for name, value in item.items() if name not in {"pk", "sk"}}
         try:
-            self._dynamodb.put_item(
+            # An update, not a put: a delete delivered ahead of this push stays recorded on the claim.
+            claimed = self._dynamodb.update_item(
                 TableName=self._table_name,
-                Item=item,
-                ConditionExpression="attribute_not_exists(pk)",
+                Key={"pk": item["pk"], "sk": item["sk"]},
+                UpdateExpression="SET " + ", ".join(f"#{name} = :{name}" for name in fields),
+                ConditionExpression="attribute_not_exists(#digest) AND "
+                "(attribute_not_exists(released_at) OR released_at < :pushed_at)",
+                ExpressionAttributeNames={f"#{name}": name for name in fields},
+                ExpressionAttributeValues={f":{name}": value for name, value in fields.items()},
+                ReturnValues="ALL_NEW",
                 ReturnValuesOnConditionCheckFailure="ALL_OLD",
-            )
+            )["Attributes"]
         except ClientError as error:
             if not _is_condition_failure(error):
                 raise
             existing: dict[str, Any] | None = error.response.get("Item")  # type: ignore[assignment]
-            if existing is None:  # older SDKs/stand-ins do not return the item: read it
+            if existing is None:  # older stand-ins do not return the item: read it
                 existing = self._read(repository, CLAIM_PREFIX + tag)
             if existing is None:  # deleted between the two calls: a retry will claim it
-                raise RuntimeError(f"claim on {repository.name}:{tag} vanished while being read") from None
-            return _claim_from_item(repository, existing)
+                raise ClaimChangedError(f"claim on {repository.name}:{tag} vanished while being read") from None
+            if "digest" not in existing:
+                return ClaimAttempt(None, released_at=_moment(existing["released_at"]["N"]))
+            return ClaimAttempt(_claim_from_item(repository, existing))
         self._sink.record(Effect("tag_claimed", {"repository": repository.name, "tag": tag, "digest": digest}))
-        return Claim(repository, tag, digest, now, event_id)
+        return ClaimAttempt(_claim_from_item(repository, claimed), created=True)
 
-    def current_claim(self, repository: RepositoryRef, tag: str) -> Claim | None:
-        item = self._read(repository, CLAIM_PREFIX + tag)
-        return _claim_from_item(repository, item) if item else None
-
-    def claims(self, repository: RepositoryRef) -> Iterator[Claim]:
-        paginator = self._dynamodb.get_paginator("query")
-        for page in paginator.paginate(
-            TableName=self._table_name,
-            KeyConditionExpression="pk = :pk AND begins_with(sk, :prefix)",
-            ExpressionAttributeValues={":pk": {"S": repository.key}, ":prefix": {"S": CLAIM_PREFIX}},
-            ConsistentRead=True,
-        ):
-            for item in page.get("Items", []):
-                yield _claim_from_item(repository, item)
-
-    def record_violation(
-        self, repository: RepositoryRef, tag: str, offending_digest: str, event_id: str, detail: dict[str, Any]
-    ) -> bool:
-        """Remember a violation; True while its alert has not been sent yet.
-
-        The item is written before the alert and marked afterwards, so a crash in between leads to
-        the alert on retry (at least once), and a replay after success leads to none.
-        """
+    def hand_over(self, previous: Claim, digest: str, pushed_at: datetime, event_id: str) -> Claim:
+        """Give ``previous``'s tag to ``digest``, only if the claim is still exactly ``previous``."""
+        item = self._claim_item(previous.repository, previous.tag, digest, pushed_at, event_id)
+        if previous.released_at is not None:
+            item["released_at"] = {"N": _epoch(previous.released_at)}
         try:
             self._dynamodb.put_item(
                 TableName=self._table_name,
-                Item={
-                    "pk": {"S": repository.key},
-                    "sk": {"S": self._violation_key(tag, offending_digest, event_id)},
-                    "tag": {"S": tag},
-                    "digest": {"S": offending_digest},
-                    "event_id": {"S": event_id},
-                    "seen_at": {"S": datetime.now(UTC).isoformat()},
-                    "alerted": {"BOOL": False},
-                    "detail": {"S": json.dumps(detail, sort_keys=True)},
+                Item=item,
+                ConditionExpression="digest = :digest AND pushed_at = :pushed_at AND "
+                "(attribute_not_exists(released_at) OR released_at < :new_pushed_at)",
+                ExpressionAttributeValues={
+                    ":digest": {"S": previous.digest},
+                    ":pushed_at": {"N": _epoch(previous.pushed_at)},
+                    ":new_pushed_at": {"N": _epoch(pushed_at)},
                 },
-                ConditionExpression="attribute_not_exists(pk) OR alerted = :no",
-                ExpressionAttributeValues={":no": {"BOOL": False}},
+            )
+        except ClientError as error:
+            if _is_condition_failure(error):
+                raise ClaimChangedError(f"claim on {previous.repository.name}:{previous.tag} changed; retry") from None
+            raise
+        self._sink.record(
+            Effect(
+                "claim_handed_over",
+                {"repository": previous.repository.name, "tag": previous.tag, "from": previous.digest, "to": digest},
+            )
+        )
+        return _claim_from_item(previous.repository, item)
+
+    def record_unclaimed_delete(
+        self, repository: RepositoryRef, tag: str, digest: str, deleted_at: datetime, event_id: str
+    ) -> bool:
+        """Remember a delete of a tag nobody claims yet (its PUSH may still be on its way); False if claimed now.
+
+        An update, so that a release recorded at the same key is kept.
+        """
+        try:
+            self._dynamodb.update_item(
+                TableName=self._table_name,
+                Key={"pk": {"S": repository.key}, "sk": {"S": CLAIM_PREFIX + tag}},
+                UpdateExpression="SET repository = :repository, #tag = :tag, deleted_digest = :digest, "
+                "deleted_at = :deleted_at, deleted_event_id = :event_id",
+                ConditionExpression="attribute_not_exists(digest)",
+                ExpressionAttributeNames={"#tag": "tag"},
+                ExpressionAttributeValues={
+                    ":repository": {"S": repository.name},
+                    ":tag": {"S": tag},
+                    ":digest": {"S": digest},
+                    ":deleted_at": {"N": _epoch(deleted_at)},
+                    ":event_id": {"S": event_id},
+                },
             )
         except ClientError as error:
             if _is_condition_failure(error):
@@ -135,79 +193,190 @@ class TagLedger:
             raise
         return True
 
-    def mark_violation_alerted(self, repository: RepositoryRef, tag: str, offending_digest: str, event_id: str) -> None:
+    def current_claim(self, repository: RepositoryRef, tag: str) -> Claim | None:
+        item = self._read(repository, CLAIM_PREFIX + tag)
+        return _claim_from_item(repository, item) if item and "digest" in item else None
+
+    def claims(self, repository: RepositoryRef) -> Iterator[Claim]:
+        for item in self._query(repository, CLAIM_PREFIX):
+            if "digest" in item:
+                yield _claim_from_item(repository, item)
+
+    def release(self, repository: RepositoryRef, tag: str, *, reason: str, actor: str) -> Claim | None:
+        """Replace the claim by a release record (and keep an audit record); None when nothing was claimed."""
+        previous = self.current_claim(repository, tag)
+        if previous is None:
+            return None
+        now = datetime.now(UTC)
+        record = {
+            "tag": {"S": tag},
+            "repository": {"S": repository.name},
+            "released_at": {"N": _epoch(now)},
+            "released_reason": {"S": reason},
+            "released_by": {"S": actor},
+            "previous_digest": {"S": previous.digest},
+        }
+        pk = {"S": repository.key}
+        self._dynamodb.transact_write_items(
+            TransactItems=[
+                {
+                    "Put": {
+                        "TableName": self._table_name,
+                        "Item": {"pk": pk, "sk": {"S": CLAIM_PREFIX + tag}, **record},
+                        "ConditionExpression": "digest = :digest",
+                        "ExpressionAttributeValues": {":digest": {"S": previous.digest}},
+                    }
+                },
+                {
+                    "Put": {
+                        "TableName": self._table_name,
+                        "Item": {"pk": pk, "sk": {"S": f"{RELEASE_PREFIX}{tag}#{now.isoformat()}"}, **record},
+                    }
+                },
+            ]
+        )
+        self._sink.record(
+            Effect(
+                "claim_released",
+                {"repository": repository.name, "tag": tag, "digest": previous.digest, "reason": reason, "by": actor},
+            )
+        )
+        return previous
+
+    # -- violations --------------------------------------------------------------------------------
+    def record_violation(self, key: ViolationKey, event_id: str) -> ViolationState:
+        """Record a violation before acting on it; an earlier record says who has it and how far they got."""
+        try:
+            self._dynamodb.put_item(
+                TableName=self._table_name,
+                Item={
+                    "pk": {"S": key.repository.key},
+                    "sk": {"S": _violation_key(key)},
+                    "tag": {"S": key.tag},
+                    "digest": {"S": key.offending_digest},
+                    "change": {"S": key.change},
+                    "event_id": {"S": event_id},
+                    "seen_at": {"S": datetime.now(UTC).isoformat()},
+                    "alerted": {"BOOL": False},
+                    "closed": {"BOOL": False},
+                },
+                ConditionExpression="attribute_not_exists(pk)",
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
+            )
+        except ClientError as error:
+            if not _is_condition_failure(error):
+                raise
+            found = error.response.get("Item") or self._read(key.repository, _violation_key(key)) or {}
+            closed = bool(found.get("closed", {}).get("BOOL"))  # type: ignore[attr-defined]
+            if closed:
+                return ViolationState.CLOSED
+            ours = found.get("event_id", {}).get("S") == event_id  # type: ignore[attr-defined]
+            return ViolationState.PENDING if ours else ViolationState.TAKEN
+        return ViolationState.NEW
+
+    def claim_alert(self, key: ViolationKey, event_id: str) -> bool:
+        """Become the one invocation that alerts this violation (or stay it, on the same event's retry)."""
+        try:
+            self._dynamodb.update_item(
+                TableName=self._table_name,
+                Key={"pk": {"S": key.repository.key}, "sk": {"S": _violation_key(key)}},
+                UpdateExpression="SET alerting = :me",
+                ConditionExpression="closed = :no AND (attribute_not_exists(alerting) OR alerting = :me)",
+                ExpressionAttributeValues={":me": {"S": event_id}, ":no": {"BOOL": False}},
+            )
+        except ClientError as error:
+            if _is_condition_failure(error):
+                return False
+            raise
+        return True
+
+    def close_violation(self, key: ViolationKey, detail: dict[str, Any]) -> None:
         self._dynamodb.update_item(
             TableName=self._table_name,
-            Key={"pk": {"S": repository.key}, "sk": {"S": self._violation_key(tag, offending_digest, event_id)}},
-            UpdateExpression="SET alerted = :yes",
-            ExpressionAttributeValues={":yes": {"BOOL": True}},
+            Key={"pk": {"S": key.repository.key}, "sk": {"S": _violation_key(key)}},
+            UpdateExpression="SET closed = :yes, alerted = :yes, detail = :detail",
+            ExpressionAttributeValues={":yes": {"BOOL": True}, ":detail": {"S": json.dumps(detail, sort_keys=True)}},
         )
 
-    def actor_of(self, repository: RepositoryRef, tag: str, digest: str) -> str | None:
-        item = self._read(repository, f"{ACTOR_PREFIX}{tag}#{digest}")
+    def actor_of(self, repository: RepositoryRef, action: str, tag: str, digest: str) -> str | None:
+        item = self._read(repository, f"{ACTOR_PREFIX}{action}#{tag}#{digest}")
         return item["actor"]["S"] if item else None
 
-    def record_actor(self, repository: RepositoryRef, tag: str, digest: str, actor: str) -> list[dict[str, Any]]:
-        """Remember who put ``digest`` under ``tag`` (from CloudTrail, which arrives later than ECR's event).
+    def record_actor(
+        self, repository: RepositoryRef, action: str, tag: str, digest: str, actor: str
+    ) -> list[dict[str, Any]]:
+        """Remember who pushed or deleted ``tag`` on ``digest`` (CloudTrail arrives later than ECR's event).
 
-        Returns the details of alerted violations that did not name an actor yet; each is returned once.
+        Returns the details of alerted violations of that kind that did not name an actor yet, each once.
         """
         self._dynamodb.put_item(
             TableName=self._table_name,
-            Item={"pk": {"S": repository.key}, "sk": {"S": f"{ACTOR_PREFIX}{tag}#{digest}"}, "actor": {"S": actor}},
+            Item={
+                "pk": {"S": repository.key},
+                "sk": {"S": f"{ACTOR_PREFIX}{action}#{tag}#{digest}"},
+                "actor": {"S": actor},
+            },
         )
         attributed = []
-        paginator = self._dynamodb.get_paginator("query")
-        for page in paginator.paginate(
-            TableName=self._table_name,
-            KeyConditionExpression="pk = :pk AND begins_with(sk, :prefix)",
-            ExpressionAttributeValues={
-                ":pk": {"S": repository.key},
-                ":prefix": {"S": f"{VIOLATION_PREFIX}{tag}#{digest}#"},
-            },
-            ConsistentRead=True,
-        ):
-            for item in page.get("Items", []):
-                try:
-                    self._dynamodb.update_item(
-                        TableName=self._table_name,
-                        Key={"pk": item["pk"], "sk": item["sk"]},
-                        UpdateExpression="SET actor = :actor",
-                        ConditionExpression="alerted = :yes AND attribute_not_exists(actor)",
-                        ExpressionAttributeValues={":actor": {"S": actor}, ":yes": {"BOOL": True}},
-                    )
-                except ClientError as error:
-                    if _is_condition_failure(error):
-                        continue
-                    raise
-                attributed.append(json.loads(item["detail"]["S"]))
+        prefix = f"{VIOLATION_PREFIX}{CHANGE_OF_ACTION[action]}#{tag}#{digest}#"
+        for item in self._query(repository, prefix):
+            try:
+                self._dynamodb.update_item(
+                    TableName=self._table_name,
+                    Key={"pk": item["pk"], "sk": item["sk"]},
+                    UpdateExpression="SET actor = :actor",
+                    ConditionExpression="alerted = :yes AND attribute_not_exists(actor)",
+                    ExpressionAttributeValues={":actor": {"S": actor}, ":yes": {"BOOL": True}},
+                )
+            except ClientError as error:
+                if _is_condition_failure(error):
+                    continue
+                raise
+            attributed.append(json.loads(item["detail"]["S"]))
         return attributed
 
+    # -- multi-arch --------------------------------------------------------------------------------
+    def record_children(self, repository: RepositoryRef, index_digest: str, children: list[str]) -> None:
+        requests = [
+            {
+                "PutRequest": {
+                    "Item": {
+                        "pk": {"S": repository.key},
+                        "sk": {"S": f"{CHILD_PREFIX}{child}#{index_digest}"},
+                        "index": {"S": index_digest},
+                    }
+                }
+            }
+            for child in children
+        ]
+        for start in range(0, len(requests), 25):  # BatchWriteItem takes 25 at a time
+            pending: dict[str, Any] = {self._table_name: requests[start : start + 25]}
+            while pending:
+                pending = self._dynamodb.batch_write_item(RequestItems=pending).get("UnprocessedItems") or {}
+
+    def parents_of(self, repository: RepositoryRef, child_digest: str) -> list[str]:
+        return [item["index"]["S"] for item in self._query(repository, f"{CHILD_PREFIX}{child_digest}#")]
+
+    # -- leases ------------------------------------------------------------------------------------
     @contextmanager
-    def hold(
-        self, repository: RepositoryRef, names: list[str], *, lease_seconds: float = 30, wait_seconds: float = 20
-    ) -> Iterator[None]:
-        """Hold leases on ``names`` (e.g. floating tags) so one decision-and-write runs at a time per name.
+    def hold(self, repository: RepositoryRef, name: str, *, owner: str) -> Iterator[HeldLease]:
+        """Hold the lease ``name`` so one decision-and-write runs at a time; re-entrant for the same owner.
 
-        A lease expires on its own, so a crashed holder cannot block others for long; taking names in
-        sorted order means two holders never wait on each other.
+        The owner is the event id, so Lambda's retry of an event whose invocation died holding the lease
+        takes it straight back instead of waiting for it to expire.
         """
-        owner = uuid.uuid4().hex
-        deadline = time.monotonic() + wait_seconds
-        held: list[str] = []
+        lease = self._acquire(repository, name, owner)
         try:
-            for name in sorted(set(names)):
-                self._acquire(repository, name, owner, lease_seconds, deadline)
-                held.append(name)
-            yield
+            yield lease
         finally:
-            for name in held:
-                self._release(repository, name, owner)
+            self._release(repository, name, owner)
 
-    def _acquire(self, repository: RepositoryRef, name: str, owner: str, lease_seconds: float, deadline: float) -> None:
+    def _acquire(self, repository: RepositoryRef, name: str, owner: str) -> HeldLease:
         delay = 0.02
+        deadline = time.monotonic() + self._lease_wait_seconds
         while True:
             now = time.time()
+            expires_at = now + self._lease_seconds
             try:
                 self._dynamodb.put_item(
                     TableName=self._table_name,
@@ -215,10 +384,11 @@ class TagLedger:
                         "pk": {"S": repository.key},
                         "sk": {"S": LOCK_PREFIX + name},
                         "owner": {"S": owner},
-                        "expires_at": {"N": str(now + lease_seconds)},
+                        "expires_at": {"N": str(expires_at)},
                     },
-                    ConditionExpression="attribute_not_exists(pk) OR expires_at < :now",
-                    ExpressionAttributeValues={":now": {"N": str(now)}},
+                    ConditionExpression="attribute_not_exists(pk) OR expires_at < :now OR #owner = :owner",
+                    ExpressionAttributeNames={"#owner": "owner"},
+                    ExpressionAttributeValues={":now": {"N": str(now)}, ":owner": {"S": owner}},
                 )
             except ClientError as error:
                 if not _is_condition_failure(error):
@@ -228,7 +398,7 @@ class TagLedger:
                 time.sleep(delay * (1 + random.random()))  # noqa: S311 - jitter, not cryptography
                 delay = min(delay * 2, 0.5)
                 continue
-            return
+            return HeldLease(f"{repository.name}:{name}", expires_at)
 
     def _release(self, repository: RepositoryRef, name: str, owner: str) -> None:
         try:
@@ -243,9 +413,31 @@ class TagLedger:
             if not _is_condition_failure(error):  # the lease expired and another holder took it: theirs now
                 raise
 
+    # -- reading -----------------------------------------------------------------------------------
     @staticmethod
-    def _violation_key(tag: str, offending_digest: str, event_id: str) -> str:
-        return f"{VIOLATION_PREFIX}{tag}#{offending_digest}#{event_id}"
+    def _claim_item(
+        repository: RepositoryRef, tag: str, digest: str, pushed_at: datetime, event_id: str
+    ) -> dict[str, Any]:
+        return {
+            "pk": {"S": repository.key},
+            "sk": {"S": CLAIM_PREFIX + tag},
+            "repository": {"S": repository.name},
+            "tag": {"S": tag},
+            "digest": {"S": digest},
+            "pushed_at": {"N": _epoch(pushed_at)},
+            "claimed_at": {"S": datetime.now(UTC).isoformat()},
+            "event_id": {"S": event_id},
+        }
+
+    def _query(self, repository: RepositoryRef, prefix: str) -> Iterator[dict[str, Any]]:
+        paginator = self._dynamodb.get_paginator("query")
+        for page in paginator.paginate(
+            TableName=self._table_name,
+            KeyConditionExpression="pk = :pk AND begins_with(sk, :prefix)",
+            ExpressionAttributeValues={":pk": {"S": repository.key}, ":prefix": {"S": prefix}},
+            ConsistentRead=True,
+        ):
+            yield from page.get("Items", [])
 
     def _read(self, repository: RepositoryRef, sort_key: str) -> dict[str, Any] | None:
         response = self._dynamodb.get_item(
@@ -257,11 +449,27 @@ class TagLedger:
         return item
 
 
+def _deleted_after(item: dict[str, Any], pushed_at: datetime) -> datetime | None:
+    """When the claim item records a delete of its own digest's tag made after the push, that moment."""
+    if "deleted_at" not in item or item.get("deleted_digest", {}).get("S") != item["digest"]["S"]:
+        return None
+    deleted_at = _moment(item["deleted_at"]["N"])
+    return deleted_at if deleted_at >= pushed_at else None
+
+
+def _violation_key(key: ViolationKey) -> str:
+    return f"{VIOLATION_PREFIX}{key.change}#{key.tag}#{key.offending_digest}#{key.occurrence}"
+
+
 def _claim_from_item(repository: RepositoryRef, item: dict[str, Any]) -> Claim:
+    pushed_at = _moment(item["pushed_at"]["N"]) if "pushed_at" in item else datetime.min.replace(tzinfo=UTC)
     return Claim(
         repository=repository,
         tag=item["tag"]["S"],
         digest=item["digest"]["S"],
-        claimed_at=item["claimed_at"]["S"],
+        pushed_at=pushed_at,
         event_id=item["event_id"]["S"],
+        claimed_at=item["claimed_at"]["S"],
+        deleted_after=_deleted_after(item, pushed_at),
+        released_at=_moment(item["released_at"]["N"]) if "released_at" in item else None,
     )

@@ -7,8 +7,7 @@ from typing import Any
 
 from ecr_automation.adapters.clients import AwsClients
 from ecr_automation.models.effects import Effect, EffectSink
-
-EVENT_SOURCE = "ecr-automation"  # custom sources may not start with "aws."
+from ecr_automation.models.events import APPLICATION_SOURCE
 
 
 class PublishError(RuntimeError):
@@ -26,7 +25,7 @@ class EventPublisher:
         response = self._clients.client("events", self._region).put_events(
             Entries=[
                 {
-                    "Source": EVENT_SOURCE,
+                    "Source": APPLICATION_SOURCE,
                     "DetailType": detail_type,
                     "Detail": json.dumps(detail, sort_keys=True, default=str),
                     "EventBusName": self._bus_name,

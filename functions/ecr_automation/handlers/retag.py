@@ -8,9 +8,9 @@ from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from ecr_automation.dependencies import get_dependencies
+from ecr_automation.dependencies import Dependencies, get_dependencies
 from ecr_automation.handlers.edge import process_event
-from ecr_automation.logic.retag import RetagEvent, Retagger, RetagResult
+from ecr_automation.logic.retag import RetagEvent, RetagResult
 from ecr_automation.models.events import ImageActionEvent, ImageScanEvent, InspectorScanEvent
 
 logger = Logger()
@@ -20,9 +20,8 @@ metrics = Metrics()
 ACCEPTS: tuple[type[RetagEvent], ...] = (ImageActionEvent, ImageScanEvent, InspectorScanEvent)
 
 
-def retag(event: RetagEvent) -> dict[str, Any]:
-    dependencies = get_dependencies()
-    outcome = Retagger(dependencies.rules, dependencies.registry, dependencies.ledger).handle(event)
+def retag(event: RetagEvent, dependencies: Dependencies) -> dict[str, Any]:
+    outcome = dependencies.retagger.handle(event)
     for name, count in (
         ("TagsWritten", len(outcome.written)),
         ("TagsSkipped", len(outcome.skipped)),

@@ -8,9 +8,9 @@ from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from ecr_automation.dependencies import get_dependencies
+from ecr_automation.dependencies import Dependencies, get_dependencies
 from ecr_automation.handlers.edge import process_event
-from ecr_automation.logic.guard import GuardResult, TagGuard
+from ecr_automation.logic.guard import GuardResult
 from ecr_automation.models.events import ApiCallEvent, ImageActionEvent
 
 logger = Logger()
@@ -21,15 +21,16 @@ METRIC_BY_RESULT = {
     GuardResult.CLAIMED: "TagClaims",
     GuardResult.REVERTED: "ViolationsReverted",
     GuardResult.RESTORED: "ViolationsReverted",
+    GuardResult.HANDED_OVER: "ViolationsReverted",
+    GuardResult.MIRRORED: "ViolationsReported",
     GuardResult.UNRECOVERABLE: "ViolationsUnrecoverable",
     GuardResult.REFUSED: "ViolationsUnrecoverable",
     GuardResult.DRY_RUN: "ViolationsReported",
 }
 
 
-def guard(event: ImageActionEvent | ApiCallEvent) -> dict[str, Any]:
-    dependencies = get_dependencies()
-    tag_guard = TagGuard(dependencies.rules, dependencies.registry, dependencies.ledger, dependencies.publisher)
+def guard(event: ImageActionEvent | ApiCallEvent, dependencies: Dependencies) -> dict[str, Any]:
+    tag_guard = dependencies.tag_guard
     if isinstance(event, ApiCallEvent):
         attributed = tag_guard.attribute(event)
         return {"result": "attributed" if attributed else "recorded", "violations_attributed": len(attributed)}
@@ -38,7 +39,10 @@ def guard(event: ImageActionEvent | ApiCallEvent) -> dict[str, Any]:
         metrics.add_metric(name=metric, unit=MetricUnit.Count, value=1)
     if outcome.violation is not None:
         logger.warning("tag guard violation", extra={"violation": outcome.violation.as_event_detail()})
-    return {"result": outcome.result.value, "tag": outcome.tag}
+    result: dict[str, Any] = {"result": outcome.result.value, "tag": outcome.tag}
+    if outcome.notes:
+        result["notes"] = outcome.notes
+    return result
 
 
 @logger.inject_lambda_context(clear_state=True)  # no keys leak from the previous invocation

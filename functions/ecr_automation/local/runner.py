@@ -7,7 +7,7 @@ import json
 import os
 import sys
 import uuid
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -97,6 +97,18 @@ def scoped_environment(values: dict[str, str], unset: tuple[str, ...] = ()) -> I
         os.environ.update(saved)
 
 
+def _forget_unpublished_metrics() -> None:
+    """Drop the metrics a quiet invocation recorded, as a fresh Lambda sandbox would.
+
+    With metrics disabled Powertools never clears its metric set, which is shared by every ``Metrics``
+    in the process; once a metric holds 100 values it prints them anyway, and after that its flush
+    warns that there is nothing to publish. One process runs many invocations here.
+    """
+    from aws_lambda_powertools import Metrics  # noqa: PLC0415
+
+    Metrics().clear_metrics()
+
+
 class LocalRunner:
     def __init__(
         self,
@@ -148,6 +160,8 @@ class LocalRunner:
                 return Invocation(function.logical_id, None, "failed", f"{type(error).__name__}: {error}")
             finally:
                 use_dependencies(None)
+                if not self._verbose:
+                    _forget_unpublished_metrics()
         status = str(result.get("status", "processed")) if isinstance(result, dict) else "processed"
         reason = result.get("reason") if isinstance(result, dict) else None
         return Invocation(
@@ -179,65 +193,80 @@ class LocalRunner:
 class SimulationReport:
     invocations: list[Invocation] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    # Events the functions published (PutEvents), by detail-type.
+    published: Counter[str] = field(default_factory=Counter)
 
 
-def simulate(
-    runner: LocalRunner,
-    inputs: list[tuple[str, object]],
-    *,
-    apply: Callable[[object], None],
-    feedback: deque[dict[str, Any]],
-    bound: int = DEFAULT_EVENT_BOUND,
-    on_input: Callable[[str], None] | None = None,
-) -> SimulationReport:
-    """Feed each input event, then every event the functions' own actions cause, until none is left."""
-    report = SimulationReport()
-    dispatched = 0
-    for label, event in inputs:
-        if on_input is not None:
-            on_input(label)
+class EventRouter:
+    """Delivers events like EventBridge: to every function whose rule matches, then the events their writes cause.
+
+    ``feedback`` is where the functions' clients put the events their own writes cause (see
+    ``ObservedClients``); ``bound`` caps the events dispatched over the router's life, so a feedback
+    loop stops instead of running forever.
+    """
+
+    def __init__(
+        self, runner: LocalRunner, *, feedback: deque[dict[str, Any]], bound: int = DEFAULT_EVENT_BOUND
+    ) -> None:
+        self.runner = runner
+        self.report = SimulationReport()
+        self.stopped = False
+        self._feedback = feedback
+        self._bound = bound
+        self._dispatched = 0
+
+    def deliver(self, label: str, event: object, *, apply: Callable[[object], None] | None = None) -> None:
+        """Route one delivered event and what it causes; ``apply`` first brings the world to the state it reports."""
+        if self.stopped:
+            return
         try:
             # Input events are checked like EventBridge would deliver them: bad ones never reach a function.
             parse_event(event, max_bytes=EVENTBRIDGE_MAX_EVENT_BYTES)
         except EventRejected as rejection:
-            runner.report_effect(Effect("event_rejected", {"event_id": rejection.event_id, "reason": rejection.reason}))
-            report.errors.append(f"{label}: rejected: {rejection.reason}")
-            continue
-        apply(event)
+            self.runner.report_effect(
+                Effect("event_rejected", {"event_id": rejection.event_id, "reason": rejection.reason})
+            )
+            self.report.errors.append(f"{label}: rejected: {rejection.reason}")
+            return
+        if apply is not None:
+            apply(event)
         queue: deque[tuple[str, object]] = deque([(label, event)])
         while queue:
             current_label, current = queue.popleft()
-            dispatched += 1
-            if dispatched > bound:
-                report.errors.append(f"{label}: event loop did not settle after {bound} events; stopped")
-                return report
-            targets = runner.matching_functions(current)
-            if not targets:
-                event_id = current.get("id") if isinstance(current, dict) else None
-                detail_type = current.get("detail-type") if isinstance(current, dict) else None
-                runner.report_effect(
-                    Effect(
-                        "event_unrouted",
-                        {
-                            "event_id": event_id,
-                            "detail_type": detail_type,
-                            "reason": "no rule in the template matches it",
-                        },
-                    )
-                )
-            for function_id in targets:
-                invocation = runner.invoke(function_id, current)
-                report.invocations.append(invocation)
-                notes = (invocation.result or {}).get("notes")
-                if notes:  # decisions worth reading even when they wrote nothing ("why no promotion")
-                    runner.report_effect(
-                        Effect("note", {"function": function_id, "event_id": invocation.event_id, "notes": notes})
-                    )
-                if invocation.status == "rejected":
-                    report.errors.append(f"{current_label}: rejected by {function_id}: {invocation.reason}")
-                elif invocation.status == "failed":
-                    report.errors.append(f"{current_label}: {function_id} failed: {invocation.reason}")
-            while feedback:
-                caused = feedback.popleft()
+            self._dispatched += 1
+            if self._dispatched > self._bound:
+                self.report.errors.append(f"{label}: event loop did not settle after {self._bound} events; stopped")
+                self.stopped = True
+                return
+            self._dispatch(current_label, current)
+            while self._feedback:
+                caused = self._feedback.popleft()
+                if not str(caused.get("source", "")).startswith("aws."):  # only AWS may use aws.* sources
+                    self.report.published[str(caused.get("detail-type"))] += 1
                 queue.append((f"{current_label} -> {caused.get('detail-type')}", caused))
-    return report
+
+    def _dispatch(self, label: str, event: object) -> None:
+        targets = self.runner.matching_functions(event)
+        if not targets:
+            self.runner.report_effect(
+                Effect(
+                    "event_unrouted",
+                    {
+                        "event_id": event.get("id") if isinstance(event, dict) else None,
+                        "detail_type": event.get("detail-type") if isinstance(event, dict) else None,
+                        "reason": "no rule in the template matches it",
+                    },
+                )
+            )
+        for function_id in targets:
+            invocation = self.runner.invoke(function_id, event)
+            self.report.invocations.append(invocation)
+            notes = (invocation.result or {}).get("notes")
+            if notes:  # decisions worth reading even when they wrote nothing ("why no promotion")
+                self.runner.report_effect(
+                    Effect("note", {"function": function_id, "event_id": invocation.event_id, "notes": notes})
+                )
+            if invocation.status == "rejected":
+                self.report.errors.append(f"{label}: rejected by {function_id}: {invocation.reason}")
+            elif invocation.status == "failed":
+                self.report.errors.append(f"{label}: {function_id} failed: {invocation.reason}")

@@ -9,11 +9,15 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import re
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
+
+from botocore.exceptions import ClientError
 
 from ecr_automation.adapters.clients import AwsClients
 from ecr_automation.local.template import SamTemplate
@@ -29,6 +33,9 @@ FAKE_CREDENTIALS = {
     "AWS_DEFAULT_REGION": LOCAL_REGION,
     "AWS_REGION": LOCAL_REGION,
 }
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+ACCOUNT_ID = re.compile(r"^\d{12}$")
+REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d+$")
 
 EventCallback = Callable[[dict[str, Any]], None]
 
@@ -88,7 +95,7 @@ class ObservedClients(AwsClients):
             image = parsed["image"]
             self._on_event(
                 ecr_image_action(
-                    RepositoryRef(self._account, region, image["repositoryName"]),
+                    RepositoryRef(image.get("registryId") or self._account, region, image["repositoryName"]),
                     image["imageId"]["imageDigest"],
                     action="PUSH",
                     tag=context.get("params", {}).get("imageTag"),
@@ -101,11 +108,14 @@ class ObservedClients(AwsClients):
         def emit(http_response: Any, parsed: dict[str, Any], context: dict[str, Any], **_: Any) -> None:
             if http_response.status_code >= 300:
                 return
-            repository = context.get("params", {}).get("repositoryName", "")
+            params = context.get("params", {})
+            repository = RepositoryRef(
+                params.get("registryId") or self._account, region, params.get("repositoryName", "")
+            )
             for image_id in parsed.get("imageIds", []):
                 self._on_event(
                     ecr_image_action(
-                        RepositoryRef(self._account, region, repository),
+                        repository,
                         image_id.get("imageDigest", ""),
                         action="DELETE",
                         tag=image_id.get("imageTag"),
@@ -144,15 +154,43 @@ def _remember_params(params: dict[str, Any], context: dict[str, Any], **_: Any) 
 def embedded_aws() -> Iterator[None]:
     from moto import mock_aws  # noqa: PLC0415 - the local extra, loaded only when asked for
 
-    from ecr_automation.local.moto_patches import keep_images_when_tags_move  # noqa: PLC0415
+    from ecr_automation.local.moto_patches import make_moto_ecr_faithful  # noqa: PLC0415
 
-    keep_images_when_tags_move()
+    make_moto_ecr_faithful()
     with mock_aws():
         yield
 
 
+@dataclass(frozen=True)
+class RepositorySettings:
+    """How a repository treats tags: CreateRepository's ``imageTagMutability`` and its exclusion filters."""
+
+    image_tag_mutability: str = "MUTABLE"
+    exclusion_filters: tuple[str, ...] = ()  # WILDCARD filters, the only type ECR has
+
+    def as_parameters(self) -> dict[str, Any]:
+        parameters: dict[str, Any] = {"imageTagMutability": self.image_tag_mutability}
+        if self.exclusion_filters:
+            parameters["imageTagMutabilityExclusionFilters"] = [
+                {"filter": pattern, "filterType": "WILDCARD"} for pattern in self.exclusion_filters
+            ]
+        return parameters
+
+
+@dataclass(frozen=True)
+class RegistryChange:
+    """What a push or delete did to the registry: the digest it concerned, or why ECR refused it."""
+
+    digest: str | None
+    refusal: str | None = None
+
+
 class LocalWorld:
-    """Creates the template's tables and queues, and the repositories and images events name."""
+    """Creates the template's tables and queues, and the repositories and images events name.
+
+    Repositories live in the account and region their events name (``registryId`` = the event's
+    account, a client per region), as they would in a multi-account organisation.
+    """
 
     def __init__(self, template: SamTemplate, region: str = LOCAL_REGION, account: str = LOCAL_ACCOUNT) -> None:
         import boto3  # noqa: PLC0415
@@ -160,12 +198,14 @@ class LocalWorld:
         self.template = template
         self.region = region
         self.account = account
-        # A plain client: seeding the world is not something the functions did, so it emits nothing.
+        # Plain clients: seeding the world is not something the functions did, so it emits nothing.
         self._session = boto3.Session(region_name=region)
-        self.ecr = self._session.client("ecr")
-        self.touched_repositories: set[str] = set()
+        self._ecr_by_region: dict[str, Any] = {}
+        self.ecr = self.ecr_in(region)
+        self.touched_repositories: set[RepositoryRef] = set()
         self._findings_given: set[str] = set()
         self._physical: dict[str, str] = {}
+        self._manifests: dict[str, str] = {}
 
     # -- template resources -------------------------------------------------------------------
     def create_template_resources(self) -> None:
@@ -209,29 +249,123 @@ class LocalWorld:
         response = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, MessageAttributeNames=["All"])
         return [dict(message) for message in response.get("Messages", [])]
 
-    # -- the world events imply --------------------------------------------------------------
-    def ensure_repository(self, name: str) -> None:
-        self.touched_repositories.add(name)
-        with contextlib.suppress(self.ecr.exceptions.RepositoryAlreadyExistsException):
-            self.ecr.create_repository(repositoryName=name)
+    # -- repositories in any account and region ------------------------------------------------
+    def ecr_in(self, region: str) -> Any:
+        if region not in self._ecr_by_region:
+            self._ecr_by_region[region] = self._session.client("ecr", region_name=region)
+        return self._ecr_by_region[region]
 
-    def ensure_image(self, repository: str, digest: str, tag: str | None = None) -> None:
+    def repository(self, name: str, account: str | None = None, region: str | None = None) -> RepositoryRef:
+        return RepositoryRef(account or self.account, region or self.region, name)
+
+    def state_key(self, repository: RepositoryRef) -> str:
+        """The plain name in the default account and region (the common case), else ``account/region/name``."""
+        if (repository.registry_id, repository.region) == (self.account, self.region):
+            return repository.name
+        return f"{repository.registry_id}/{repository.region}/{repository.name}"
+
+    def _address(self, repository: RepositoryRef) -> tuple[Any, dict[str, str]]:
+        """The client for the repository's region and the parameters naming it in its registry."""
+        return self.ecr_in(repository.region), {
+            "registryId": repository.registry_id,
+            "repositoryName": repository.name,
+        }
+
+    def ensure_repository(self, repository: RepositoryRef, settings: RepositorySettings | None = None) -> None:
+        """Create the repository if missing; ``settings`` are applied to it even if it exists."""
+        self.touched_repositories.add(repository)
+        ecr, named = self._address(repository)
+        try:
+            ecr.create_repository(**named, **(settings or RepositorySettings()).as_parameters())
+        except ecr.exceptions.RepositoryAlreadyExistsException:
+            if settings is not None:
+                ecr.put_image_tag_mutability(**named, **settings.as_parameters())
+
+    def register_manifest(self, manifest: str) -> str:
+        """Remember a manifest so images of its digest carry it; returns its digest (sha256 of its bytes)."""
+        digest = "sha256:" + hashlib.sha256(manifest.encode()).hexdigest()
+        self._manifests[digest] = manifest
+        return digest
+
+    def tags(self, repository: RepositoryRef) -> dict[str, str]:
+        """The repository's tags and the digest each points at."""
+        ecr, named = self._address(repository)
+        tags: dict[str, str] = {}
+        for page in ecr.get_paginator("list_images").paginate(**named, filter={"tagStatus": "TAGGED"}):
+            for image_id in page["imageIds"]:
+                tags[image_id["imageTag"]] = image_id["imageDigest"]
+        return dict(sorted(tags.items()))
+
+    def holds(self, repository: RepositoryRef, digest: str) -> bool:
+        ecr, named = self._address(repository)
+        try:
+            ecr.describe_images(**named, imageIds=[{"imageDigest": digest}])
+        except ecr.exceptions.ImageNotFoundException:
+            return False
+        return True
+
+    def _put_image(self, repository: RepositoryRef, digest: str, tag: str | None, pushed_at: datetime | None) -> None:
+        ecr, named = self._address(repository)
+        first_push = pushed_at is not None and not self.holds(repository, digest)
+        ecr.put_image(
+            **named,
+            imageManifest=self._manifests.get(digest) or synthetic_manifest(digest),
+            imageManifestMediaType=OCI_MANIFEST,
+            imageDigest=digest,
+            **({"imageTag": tag} if tag else {}),
+        )
+        if first_push and pushed_at is not None:
+            self._backdate(repository, digest, pushed_at)
+
+    def _backdate(self, repository: RepositoryRef, digest: str, pushed_at: datetime) -> None:
+        """ECR's imagePushedAt is the push's time; moto uses the wall clock, so set it to when the push happened."""
+        from moto.ecr.models import ecr_backends  # noqa: PLC0415
+
+        held = ecr_backends[repository.registry_id][repository.region].repositories[repository.name].images
+        for image in held:
+            if image.get_image_digest() == digest:
+                image.image_pushed_at = int(pushed_at.timestamp())
+
+    def ensure_image(
+        self, repository: RepositoryRef, digest: str, tag: str | None = None, *, pushed_at: datetime | None = None
+    ) -> None:
         """Make ``repository`` hold ``digest`` (under ``tag``), as a push of it would have."""
         self.ensure_repository(repository)
-        manifest = synthetic_manifest(digest)
-        kwargs: dict[str, Any] = {"imageTag": tag} if tag else {}
-        with contextlib.suppress(self.ecr.exceptions.ImageAlreadyExistsException):  # already there: fine
-            self.ecr.put_image(
-                repositoryName=repository,
-                imageManifest=manifest,
-                imageManifestMediaType="application/vnd.oci.image.manifest.v1+json",
-                imageDigest=digest,
-                **kwargs,
-            )
+        ecr, _ = self._address(repository)
+        with contextlib.suppress(ecr.exceptions.ImageAlreadyExistsException):  # already there: fine
+            self._put_image(repository, digest, tag, pushed_at)
 
-    def delete_tag(self, repository: str, tag: str) -> None:
+    def push(self, repository: RepositoryRef, digest: str, tag: str | None, *, at: datetime) -> RegistryChange:
+        """Push as a client would at ``at``: ECR refuses to move a tag its repository keeps immutable."""
         self.ensure_repository(repository)
-        self.ecr.batch_delete_image(repositoryName=repository, imageIds=[{"imageTag": tag}])
+        if (tag is None and self.holds(repository, digest)) or (
+            tag is not None and self.tags(repository).get(tag) == digest
+        ):
+            return RegistryChange(digest)  # pushing what is already there: accepted, nothing changes
+        try:
+            self._put_image(repository, digest, tag, at)
+        except ClientError as error:
+            # moto says ImageAlreadyExistsException where ECR says ImageTagAlreadyExistsException.
+            if error.response["Error"]["Code"] not in {"ImageAlreadyExistsException", "ImageTagAlreadyExistsException"}:
+                raise
+            return RegistryChange(
+                digest,
+                refusal=f"ImageTagAlreadyExistsException: tag {tag} of {repository.name} cannot be overwritten",
+            )
+        return RegistryChange(digest)
+
+    def delete(self, repository: RepositoryRef, *, tag: str | None = None, digest: str | None = None) -> RegistryChange:
+        """BatchDeleteImage of one tag (the image goes with its last tag) or of one image by digest."""
+        self.ensure_repository(repository)
+        ecr, named = self._address(repository)
+        image_id = {"imageTag": tag} if tag is not None else {"imageDigest": str(digest)}
+        response = ecr.batch_delete_image(**named, imageIds=[image_id])
+        if failures := response.get("failures"):
+            return RegistryChange(digest, refusal=f"{failures[0]['failureCode']}: {failures[0]['failureReason']}")
+        return RegistryChange(response["imageIds"][0]["imageDigest"])
+
+    def delete_tag(self, repository: RepositoryRef, tag: str) -> None:
+        self.delete(repository, tag=tag)
 
     def apply(self, event: object) -> None:
         """Bring the stand-in to the state an incoming event describes (it reports a past fact)."""
@@ -240,43 +374,52 @@ class LocalWorld:
         detail = event.get("detail")
         if not isinstance(detail, dict) or event.get("source") not in {"aws.ecr", "aws.inspector2"}:
             return
-        repository = detail.get("repository-name")
+        name = detail.get("repository-name")
         digest = detail.get("image-digest")
-        if not isinstance(repository, str) or not isinstance(digest, str):
+        if not isinstance(name, str) or not isinstance(digest, str):
             return
-        if match := REPOSITORY_ARN_PATTERN.match(repository):
-            repository = match["name"]
-        try:
-            if event.get("detail-type") == "ECR Image Action" and detail.get("action-type") == "DELETE":
-                if isinstance(detail.get("image-tag"), str):
-                    self.delete_tag(repository, detail["image-tag"])
-                else:  # deleted by digest: the image and all its tags
-                    self.ensure_repository(repository)
-                    self.ecr.batch_delete_image(repositoryName=repository, imageIds=[{"imageDigest": digest}])
-                return
-            tags = [detail["image-tag"]] if isinstance(detail.get("image-tag"), str) else detail.get("image-tags") or []
-            self.ensure_image(repository, digest)
-            for tag in tags:
-                self.ensure_image(repository, digest, tag)
-            counts = detail.get("finding-severity-counts")
-            if isinstance(counts, dict):  # a scan completed: its findings become readable
-                if digest not in self._findings_given:
-                    self._synthesise_findings(
-                        repository, digest, counts, enhanced=event.get("source") == "aws.inspector2"
-                    )
-                with contextlib.suppress(self.ecr.exceptions.LimitExceededException):
-                    self.ecr.start_image_scan(repositoryName=repository, imageId={"imageDigest": digest})
-        except Exception:  # noqa: S110 - a malformed event is the function's to reject, not the world's
-            pass
+        account, region = event.get("account"), event.get("region")
+        if match := REPOSITORY_ARN_PATTERN.match(name):
+            name, account, region = match["name"], match["account"], match["region"]
+        repository = self.repository(
+            name,
+            account if isinstance(account, str) and ACCOUNT_ID.match(account) else None,
+            region if isinstance(region, str) and REGION.match(region) else None,
+        )
+        with contextlib.suppress(Exception):  # a malformed event is the function's to reject, not the world's
+            self._apply(event, detail, repository, digest)
 
-    def inject_findings(self, results: list[dict[str, Any]]) -> None:
+    def _apply(self, event: dict[str, Any], detail: dict[str, Any], repository: RepositoryRef, digest: str) -> None:
+        if event.get("detail-type") == "ECR Image Action" and detail.get("action-type") == "DELETE":
+            tag = detail.get("image-tag")
+            # A delete by digest takes the image and all its tags.
+            self.delete(repository, **({"tag": tag} if isinstance(tag, str) else {"digest": digest}))
+            return
+        pushed_at = _event_time(event) if detail.get("action-type") == "PUSH" else None
+        tags = [detail["image-tag"]] if isinstance(detail.get("image-tag"), str) else detail.get("image-tags") or []
+        self.ensure_image(repository, digest, pushed_at=pushed_at)
+        for tag in tags:
+            self.ensure_image(repository, digest, tag)
+        counts = detail.get("finding-severity-counts")
+        if isinstance(counts, dict):  # a scan completed: its findings become readable
+            if digest not in self._findings_given:
+                self._synthesise_findings(repository, digest, counts, enhanced=event.get("source") == "aws.inspector2")
+            ecr, named = self._address(repository)
+            with contextlib.suppress(ecr.exceptions.LimitExceededException):
+                ecr.start_image_scan(**named, imageId={"imageDigest": digest})
+
+    def inject_findings(self, results: list[dict[str, Any]], region: str | None = None) -> None:
         """Serve these DescribeImageScanFindings responses (matched by digest) instead of synthesised ones."""
         from moto.ecr.models import ecr_backends  # noqa: PLC0415
 
-        ecr_backends[self.account][self.region].scan_finding_results.extend(results)
+        for result in results:
+            account = str(result.get("registryId") or self.account)
+            ecr_backends[account][region or self.region].scan_finding_results.append(result)
         self._findings_given.update(str(result.get("imageId", {}).get("imageDigest")) for result in results)
 
-    def _synthesise_findings(self, repository: str, digest: str, counts: dict[str, Any], *, enhanced: bool) -> None:
+    def _synthesise_findings(
+        self, repository: RepositoryRef, digest: str, counts: dict[str, Any], *, enhanced: bool
+    ) -> None:
         """Findings that agree with a scan event's counts, so DescribeImageScanFindings answers like ECR would."""
         findings: list[dict[str, Any]] = []
         for severity, count in counts.items():
@@ -284,15 +427,16 @@ class LocalWorld:
                 continue
             for number in range(count):
                 name = f"CVE-0000-{severity[:4]}{number:03d}"
+                arn = f"arn:aws:inspector2:{repository.region}:{repository.registry_id}:finding/{name}"
                 if enhanced:
                     findings.append(
                         {
-                            "awsAccountId": self.account,
+                            "awsAccountId": repository.registry_id,
                             "severity": severity,
                             "status": "ACTIVE",
                             "title": name,
                             "type": "PACKAGE_VULNERABILITY",
-                            "findingArn": f"arn:aws:inspector2:{self.region}:{self.account}:finding/{name}",
+                            "findingArn": arn,
                             "packageVulnerabilityDetails": {"vulnerabilityId": name, "vulnerablePackages": []},
                         }
                     )
@@ -302,8 +446,8 @@ class LocalWorld:
         self.inject_findings(
             [
                 {
-                    "registryId": self.account,
-                    "repositoryName": repository,
+                    "registryId": repository.registry_id,
+                    "repositoryName": repository.name,
                     "imageId": {"imageDigest": digest},
                     "imageScanStatus": {"status": "COMPLETE", "description": "simulated by ecr-automation"},
                     "imageScanFindings": {
@@ -311,22 +455,25 @@ class LocalWorld:
                         "findingSeverityCounts": {k: v for k, v in counts.items() if k != "TOTAL"},
                     },
                 }
-            ]
+            ],
+            region=repository.region,
         )
+        ecr, named = self._address(repository)
         with contextlib.suppress(Exception):  # moto refuses a second scan of the same image: fine
-            self.ecr.start_image_scan(repositoryName=repository, imageId={"imageDigest": digest})
+            ecr.start_image_scan(**named, imageId={"imageDigest": digest})
 
     def state(self) -> dict[str, dict[str, str]]:
-        """Every touched repository's tags and the digest each points at."""
-        state: dict[str, dict[str, str]] = {}
-        for repository in sorted(self.touched_repositories):
-            tags: dict[str, str] = {}
-            paginator = self.ecr.get_paginator("list_images")
-            for page in paginator.paginate(repositoryName=repository, filter={"tagStatus": "TAGGED"}):
-                for image_id in page["imageIds"]:
-                    tags[image_id["imageTag"]] = image_id["imageDigest"]
-            state[repository] = dict(sorted(tags.items()))
-        return state
+        """Every touched repository's tags and the digest each points at, keyed by ``state_key``."""
+        keyed = {self.state_key(repository): repository for repository in self.touched_repositories}
+        return {key: self.tags(keyed[key]) for key in sorted(keyed)}
+
+
+def _event_time(event: dict[str, Any]) -> datetime | None:
+    try:
+        moment = datetime.fromisoformat(str(event.get("time")))
+    except ValueError:
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def synthetic_manifest(digest: str) -> str:

@@ -1,19 +1,31 @@
-"""Tag guard: a protected tag belongs to the first digest that claimed it, for good.
+"""Tag guard: a protected tag belongs to the digest of its earliest push, for good.
 
-Decisions are pure functions; ``guard_image_action`` applies them through the ports.
+Every decision is made from the ledger (who owns the tag) and from what the registry holds now, never
+from the order events arrive in, so late, duplicated and reordered deliveries all end in the same state.
 """
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import Any
+from typing import Any, Protocol
 
-from ecr_automation.adapters.ledger import Claim
-from ecr_automation.logic.ports import Ledger, Publisher, Registry
-from ecr_automation.models.domain import PutOutcome, RepositoryRef, short_digest
+from ecr_automation.logic.ownership import Ownership, Settlement, is_guarded
+from ecr_automation.logic.ports import ClaimLedger, Publisher, Registry, ViolationLedger
+from ecr_automation.models.domain import (
+    USER_AGENT_MARKER,
+    Claim,
+    ImageManifest,
+    ImageUnavailable,
+    PutOutcome,
+    RepositoryRef,
+    ViolationKey,
+    ViolationState,
+    short_digest,
+)
 from ecr_automation.models.events import ApiCallEvent, ImageActionEvent, ImageActionType
 from ecr_automation.rules import GuardRule, Rules
 
@@ -21,14 +33,21 @@ VIOLATION_DETAIL_TYPE = "Tag Guard Violation"
 # Sent when CloudTrail names who caused a violation that was already announced without a name.
 ATTRIBUTED_DETAIL_TYPE = "Tag Guard Violation Attributed"
 UNKNOWN_ACTOR = "an unknown actor"
-NATIVELY_IMMUTABLE = "IMMUTABLE"
+MOVED, DELETED = "moved", "deleted"
+ACTION_OF_API_CALL = {"PutImage": "PUSH", "BatchDeleteImage": "DELETE"}
+# A push delivered later than this after it happened is checked against the registry before it is trusted.
+LATE_DELIVERY = timedelta(seconds=60)
+
+
+class GuardLedger(ClaimLedger, ViolationLedger, Protocol):
+    pass
 
 
 class GuardResult(StrEnum):
     NOT_PROTECTED = "not_protected"
-    LEFT_TO_ECR = "left_to_ecr"
     CLAIMED = "claimed"
     UNCHANGED = "unchanged"
+    HANDED_OVER = "handed_over"  # an earlier push arrived late and took the tag back
     REVERTED = "reverted"
     RESTORED = "restored"
     ALREADY_RESTORED = "already_restored"
@@ -36,6 +55,8 @@ class GuardResult(StrEnum):
     REFUSED = "refused"
     DRY_RUN = "dry_run"
     UNCLAIMED_DELETE = "unclaimed_delete"
+    STALE = "stale"  # the push predates an operator's release of the tag
+    MIRRORED = "mirrored"  # a pull-through cache followed its upstream: reported, not reverted
 
 
 @dataclass(frozen=True)
@@ -44,7 +65,7 @@ class Violation:
 
     repository: RepositoryRef
     tag: str
-    change: str  # "moved" or "deleted"
+    change: str  # MOVED or DELETED
     claimed_digest: str
     offending_digest: str
     claimed_at: str
@@ -53,25 +74,37 @@ class Violation:
     handling: GuardResult
     quarantine_tag: str | None = None
     actor: str | None = None
+    unavailable: ImageUnavailable | None = None
+    quarantine_error: str | None = None
 
     @property
     def critical(self) -> bool:
-        return self.handling is GuardResult.UNRECOVERABLE
+        return self.handling in {GuardResult.UNRECOVERABLE, GuardResult.REFUSED}
 
     def summary(self) -> str:
         """Who, what and when, in one line."""
         what = f"{self.repository.name}:{self.tag}"
         who_when = f"by {self.actor or UNKNOWN_ACTOR} at {self.event_time.isoformat()}"
-        if self.change == "deleted":
+        if self.change == DELETED:
             happened = f"{what} was deleted {who_when}"
         else:
             happened = f"{what} was moved to {short_digest(self.offending_digest)} {who_when}"
+        owner = short_digest(self.claimed_digest)
+        if self.unavailable is ImageUnavailable.ARCHIVED:
+            return (
+                f"{happened}; it cannot be put back yet: its image {owner} is archived "
+                "(restore it to STANDARD and the guard puts the tag back)"
+            )
         if self.handling is GuardResult.UNRECOVERABLE:
             return f"{happened}; it cannot be restored: its claimed image {self.claimed_digest} no longer exists"
-        return f"{happened}; {self.handling.value}, it belongs to {short_digest(self.claimed_digest)}"
+        if self.handling is GuardResult.REFUSED:
+            return f"{happened}; ECR refused to put it back on {owner}"
+        if self.handling is GuardResult.MIRRORED:
+            return f"{happened}; a pull-through cache followed its upstream: reported, not reverted"
+        return f"{happened}; {self.handling.value}, it belongs to {owner}"
 
     def as_event_detail(self) -> dict[str, Any]:
-        return {
+        detail = {
             "severity": "CRITICAL" if self.critical else "HIGH",
             "summary": self.summary(),
             "registry-id": self.repository.registry_id,
@@ -88,6 +121,9 @@ class Violation:
             "source-event-id": self.event_id,
             "source-event-time": self.event_time.isoformat(),
         }
+        if self.quarantine_error:
+            detail["quarantine-error"] = self.quarantine_error
+        return detail
 
 
 @dataclass(frozen=True)
@@ -98,152 +134,291 @@ class GuardOutcome:
     notes: list[str] = field(default_factory=list)
 
 
-def quarantine_tag_for(rule: GuardRule, digest: str) -> str:
-    return rule.quarantine_tag.format(short_digest=short_digest(digest))
+@dataclass(frozen=True)
+class Quarantine:
+    """What keeping an offending image took: its tag when kept, whether this call wrote it, or why not."""
+
+    tag: str | None = None
+    written: bool = False
+    error: str | None = None
 
 
-def is_guarded(rule: GuardRule | None, tag: str | None) -> bool:
-    """True when ``tag`` is protected; the guard's own quarantine tags never are."""
-    if rule is None or tag is None:
-        return False
-    quarantine_prefix = rule.quarantine_tag.split("{", 1)[0]
-    if quarantine_prefix and tag.startswith(quarantine_prefix):
-        return False
-    return rule.is_protected(tag)
+@dataclass(frozen=True)
+class Enforcement:
+    """What making the registry agree with a claim took."""
 
-
-def push_is_accepted(event: ImageActionEvent, rules: Rules, ledger: Ledger) -> bool:
-    """Whether other reactions may act on this push: False when it moves a protected tag.
-
-    The claim is the same atomic first-wins write the guard makes, so the guard and every other
-    function agree on the winner whichever of them sees the push first.
-    """
-    detail = event.detail
-    if detail.image_tag is None or not is_guarded(rules.guard_for(detail.repository_name), detail.image_tag):
-        return True
-    repository = RepositoryRef(event.account, event.region, detail.repository_name)
-    return ledger.claim(repository, detail.image_tag, detail.image_digest, event.id).digest == detail.image_digest
+    handling: GuardResult
+    changed: bool = False
+    quarantine_tag: str | None = None
+    quarantine_error: str | None = None
+    unavailable: ImageUnavailable | None = None
 
 
 class TagGuard:
-    def __init__(self, rules: Rules, registry: Registry, ledger: Ledger, publisher: Publisher) -> None:
+    def __init__(
+        self,
+        rules: Rules,
+        registry: Registry,
+        ledger: GuardLedger,
+        publisher: Publisher,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self._clock = clock
         self._rules = rules
         self._registry = registry
         self._ledger = ledger
         self._publisher = publisher
+        self._ownership = Ownership(ledger, registry)
 
     def handle(self, event: ImageActionEvent) -> GuardOutcome:
         detail = event.detail
         rule = self._rules.guard_for(detail.repository_name)
         tag = detail.image_tag
         repository = RepositoryRef(event.account, event.region, detail.repository_name)
-        if rule is not None and tag is None and detail.known_action is ImageActionType.DELETE:
-            return self._on_delete_by_digest(event, repository)
-        if rule is None or tag is None or not is_guarded(rule, tag):
+        action = detail.known_action
+        if rule is None:
             return GuardOutcome(GuardResult.NOT_PROTECTED, tag)
-        if self._registry.tag_mutability(repository) == NATIVELY_IMMUTABLE:
-            return GuardOutcome(GuardResult.LEFT_TO_ECR, tag)
-        if detail.known_action is ImageActionType.PUSH:
+        if action is ImageActionType.DELETE and tag is None:
+            return self._on_delete_by_digest(event, rule, repository)
+        if action is ImageActionType.UPDATE_STORAGE_CLASS:
+            return self._on_storage_class(event, rule, repository)
+        if tag is None or not is_guarded(rule, tag):
+            return GuardOutcome(GuardResult.NOT_PROTECTED, tag)
+        if action is ImageActionType.PUSH:
             return self._on_push(event, rule, repository, tag)
-        if detail.known_action is ImageActionType.DELETE:
-            return self._on_delete(event, repository, tag)
-        return GuardOutcome(GuardResult.NOT_PROTECTED, tag, notes=[f"action {detail.action_type} moves no tag"])
+        return self._on_delete(event, rule, repository, tag)
 
-    def _on_delete_by_digest(self, event: ImageActionEvent, repository: RepositoryRef) -> GuardOutcome:
-        """An image deleted by digest takes every tag with it: each protected one it held is a violation."""
-        deleted = event.detail.image_digest
-        claimed_tags = [claim.tag for claim in self._ledger.claims(repository) if claim.digest == deleted]
-        if not claimed_tags:
-            return GuardOutcome(GuardResult.NOT_PROTECTED, None, notes=["the deleted image held no claimed tag"])
-        if self._registry.tag_mutability(repository) == NATIVELY_IMMUTABLE:
-            return GuardOutcome(GuardResult.LEFT_TO_ECR, None)
-        outcomes = [self._on_delete(event, repository, tag) for tag in claimed_tags]
-        worst = next((outcome for outcome in outcomes if outcome.violation is not None), outcomes[0])
-        return GuardOutcome(worst.result, worst.tag, worst.violation, notes=[f"claimed tags deleted: {claimed_tags}"])
-
+    # -- pushes ------------------------------------------------------------------------------------
     def _on_push(self, event: ImageActionEvent, rule: GuardRule, repository: RepositoryRef, tag: str) -> GuardOutcome:
         pushed = event.detail.image_digest
-        claim = self._ledger.claim(repository, tag, pushed, event.id)
-        if claim.digest == pushed:
-            return GuardOutcome(GuardResult.CLAIMED if claim.event_id == event.id else GuardResult.UNCHANGED, tag)
+        settlement = self._ownership.settle(repository, tag, pushed, event.time, event.id)
+        claim = settlement.claim
+        if claim is None:
+            return _stale(tag, settlement)
+        if claim.digest != pushed:  # a later push over the owner's tag
+            return self._enforce(event, rule, claim, suspect=pushed, change=MOVED, success=GuardResult.REVERTED)
+        if settlement.previous is not None:  # the owner's push arrived after a later one had claimed
+            note = f"claim handed over from {short_digest(settlement.previous.digest)}, pushed later"
+            outcome = self._enforce(
+                event, rule, claim, suspect=settlement.previous.digest, change=MOVED, success=GuardResult.HANDED_OVER
+            )
+            return GuardOutcome(outcome.result, tag, outcome.violation, [note, *outcome.notes])
+        # The owner's own push. The claim made for it is checked against the registry when its delete was
+        # delivered first, or when the push itself arrived late (more may have happened meanwhile); another
+        # push of the same image always is.
+        late = self._clock() - event.time > LATE_DELIVERY
+        if claim.event_id == event.id and claim.deleted_after is None and not late:  # claimed for this very push
+            return GuardOutcome(GuardResult.CLAIMED if settlement.created else GuardResult.UNCHANGED, tag)
+        current = self._registry.digest_of_tag(repository, tag)
+        if current == pushed:
+            return GuardOutcome(GuardResult.CLAIMED if settlement.created else GuardResult.UNCHANGED, tag)
+        change, success = (MOVED, GuardResult.REVERTED) if current else (DELETED, GuardResult.RESTORED)
+        return self._enforce(event, rule, claim, suspect=current, change=change, success=success)
 
-        claimed_image = self._registry.get_manifest(repository, claim.digest)
-        if claimed_image is None:
-            return self._report(event, claim, change="moved", handling=GuardResult.UNRECOVERABLE)
-
-        quarantine_tag = None
-        if rule.on_violation == "quarantine":
-            offending_image = self._registry.get_manifest(repository, pushed)
-            if offending_image is not None:
-                quarantine_tag = quarantine_tag_for(rule, pushed)
-                self._registry.put_tag(
-                    offending_image, quarantine_tag, reason=f"pushed over protected {tag}", kind="image_quarantined"
-                )
-        outcome = self._registry.put_tag(claimed_image, tag, reason=f"{tag} is protected", kind="tag_reverted")
-        # "delete" never takes other tags down with the offending image: only an untagged one goes.
-        if (
-            rule.on_violation == "delete"
-            and outcome is PutOutcome.WRITTEN
-            and not self._registry.tags_of_digest(repository, pushed)
-        ):
-            self._registry.delete_image(repository, pushed, reason=f"pushed over protected {tag}")
-        handling = _handling(outcome, GuardResult.REVERTED)
-        return self._report(event, claim, change="moved", handling=handling, quarantine_tag=quarantine_tag)
-
-    def _on_delete(self, event: ImageActionEvent, repository: RepositoryRef, tag: str) -> GuardOutcome:
+    # -- deletes -----------------------------------------------------------------------------------
+    def _on_delete(self, event: ImageActionEvent, rule: GuardRule, repository: RepositoryRef, tag: str) -> GuardOutcome:
         claim = self._ledger.current_claim(repository, tag)
         if claim is None:
-            return GuardOutcome(GuardResult.UNCLAIMED_DELETE, tag, notes=["tag was never claimed: run guard backfill"])
-        if self._registry.digest_of_tag(repository, tag) == claim.digest:
+            deleted = event.detail.image_digest
+            if self._ledger.record_unclaimed_delete(repository, tag, deleted, event.time, event.id):
+                note = "no claim yet: remembered, so a late push of it is put back (else run guard backfill)"
+                return GuardOutcome(GuardResult.UNCLAIMED_DELETE, tag, notes=[note])
+            claim = self._ledger.current_claim(repository, tag)  # claimed meanwhile: handle it as claimed
+            if claim is None:
+                return GuardOutcome(GuardResult.UNCLAIMED_DELETE, tag)
+        current = self._registry.digest_of_tag(repository, tag)
+        if current == claim.digest:
             return GuardOutcome(GuardResult.ALREADY_RESTORED, tag)
-        claimed_image = self._registry.get_manifest(repository, claim.digest)
-        if claimed_image is None:
-            return self._report(event, claim, change="deleted", handling=GuardResult.UNRECOVERABLE)
-        outcome = self._registry.put_tag(claimed_image, tag, reason=f"{tag} is protected", kind="tag_restored")
-        return self._report(event, claim, change="deleted", handling=_handling(outcome, GuardResult.RESTORED))
+        if event.detail.image_digest != claim.digest:
+            # The tag was deleted from an image that had taken it over (the guard's own revert in an
+            # immutable repository does this): that move was the violation, already reported.
+            enforcement = self._make_registry_agree(rule, claim, suspect=current, success=GuardResult.RESTORED)
+            return GuardOutcome(enforcement.handling, tag, notes=["deleted from a non-owner: owner's tag put back"])
+        return self._enforce(event, rule, claim, suspect=current, change=DELETED, success=GuardResult.RESTORED)
 
-    def _report(
+    def _on_delete_by_digest(self, event: ImageActionEvent, rule: GuardRule, repository: RepositoryRef) -> GuardOutcome:
+        """An image deleted by digest takes every tag with it: each protected one it held is a violation."""
+        deleted = event.detail.image_digest
+        claims = [claim for claim in self._ledger.claims(repository) if claim.digest == deleted]
+        if not claims:
+            return GuardOutcome(GuardResult.NOT_PROTECTED, None, notes=["the deleted image held no claimed tag"])
+        outcomes = [
+            self._enforce(event, rule, claim, suspect=None, change=DELETED, success=GuardResult.RESTORED)
+            for claim in claims
+        ]
+        worst = next((outcome for outcome in outcomes if outcome.violation is not None), outcomes[0])
+        tags = [claim.tag for claim in claims]
+        return GuardOutcome(worst.result, worst.tag, worst.violation, notes=[f"claimed tags deleted: {tags}"])
+
+    def _on_storage_class(self, event: ImageActionEvent, rule: GuardRule, repository: RepositoryRef) -> GuardOutcome:
+        """An archived image restored to STANDARD gets back the protected tags it could not hold meanwhile."""
+        if event.detail.target_storage_class != "STANDARD":
+            return GuardOutcome(GuardResult.NOT_PROTECTED, None, notes=["archiving moves no tag"])
+        restored = event.detail.image_digest
+        put_back = []
+        for claim in self._ledger.claims(repository):
+            if claim.digest != restored:
+                continue
+            holder = self._registry.digest_of_tag(repository, claim.tag)
+            if holder != restored:  # gone meanwhile, or held by an image pushed over it while archived
+                enforcement = self._make_registry_agree(rule, claim, suspect=holder, success=GuardResult.RESTORED)
+                if enforcement.changed:
+                    put_back.append(claim.tag)
+        result = GuardResult.RESTORED if put_back else GuardResult.UNCHANGED
+        return GuardOutcome(result, None, notes=[f"tags put back after restore: {put_back}"] if put_back else [])
+
+    # -- enforcing a claim -------------------------------------------------------------------------
+    def _enforce(
         self,
         event: ImageActionEvent,
+        rule: GuardRule,
         claim: Claim,
         *,
+        suspect: str | None,
         change: str,
-        handling: GuardResult,
-        quarantine_tag: str | None = None,
+        success: GuardResult,
     ) -> GuardOutcome:
+        """Make the registry agree with ``claim`` and report the violation once.
+
+        The violation is recorded before anything is changed and closed after it is published: a crash in
+        between alerts on the event's retry, a replay of a finished one alerts nothing, and of several
+        invocations that undid parts of one incident concurrently exactly one alerts (a conditional write
+        decides which); where the change had already been undone nothing new is said.
+        """
+        offending = suspect if change == MOVED and suspect else claim.digest
+        occurrence = claim.digest if change == MOVED else event.id
+        key = ViolationKey(claim.repository, change, claim.tag, offending, occurrence)
+        state = self._ledger.record_violation(key, event.id)
+        if self._rules.is_pull_through_cache(claim.repository.name):
+            enforcement = self._follow_upstream(claim, suspect)
+        else:
+            enforcement = self._make_registry_agree(rule, claim, suspect=suspect, success=success)
+        acted = enforcement.changed or enforcement.handling in {
+            GuardResult.UNRECOVERABLE,
+            GuardResult.REFUSED,
+            GuardResult.DRY_RUN,
+            GuardResult.MIRRORED,
+        }
+        # Whoever undid the change (or found it cannot be undone) alerts; so does the retry of an attempt
+        # that may have undone it before it died. Of several, one wins the alert.
+        alerts = state is not ViolationState.CLOSED and (acted or state is ViolationState.PENDING)
+        if not alerts or not self._ledger.claim_alert(key, event.id):
+            result = enforcement.handling if acted else GuardResult.ALREADY_RESTORED
+            return GuardOutcome(result, claim.tag, notes=["already undone; reported once, elsewhere"])
+        action = "DELETE" if change == DELETED else "PUSH"
         violation = Violation(
             repository=claim.repository,
             tag=claim.tag,
             change=change,
             claimed_digest=claim.digest,
-            offending_digest=event.detail.image_digest,
-            claimed_at=claim.claimed_at,
+            offending_digest=offending,
+            claimed_at=claim.pushed_at.isoformat(),
             event_id=event.id,
             event_time=event.time,
-            handling=handling,
-            quarantine_tag=quarantine_tag,
-            actor=self._ledger.actor_of(claim.repository, claim.tag, event.detail.image_digest),
+            handling=enforcement.handling,
+            quarantine_tag=enforcement.quarantine_tag,
+            actor=self._ledger.actor_of(claim.repository, action, claim.tag, offending),
+            unavailable=enforcement.unavailable,
+            quarantine_error=enforcement.quarantine_error,
         )
         detail = violation.as_event_detail()
-        # One alert per violating event, however often EventBridge delivers or replays it.
-        if self._ledger.record_violation(claim.repository, claim.tag, violation.offending_digest, event.id, detail):
-            self._publisher.publish(VIOLATION_DETAIL_TYPE, detail, [claim.repository.arn])
-            self._ledger.mark_violation_alerted(claim.repository, claim.tag, violation.offending_digest, event.id)
-        return GuardOutcome(handling, claim.tag, violation)
+        self._publisher.publish(VIOLATION_DETAIL_TYPE, detail, [claim.repository.arn])
+        self._ledger.close_violation(key, detail)
+        return GuardOutcome(enforcement.handling, claim.tag, violation)
 
+    def _make_registry_agree(
+        self, rule: GuardRule, claim: Claim, *, suspect: str | None, success: GuardResult
+    ) -> Enforcement:
+        """Point the tag back at its owner, then keep the image that held it under a quarantine tag.
+
+        The tag is put back first, so the protected tag never depends on the quarantine succeeding.
+        Where ECR refuses to move a tag (IMMUTABLE, or an exclusion filter), the holder is kept under
+        its quarantine tag, the protected tag is removed from it, and then put back on the owner.
+        """
+        repository, tag = claim.repository, claim.tag
+        wanted = [claim.digest] + ([suspect] if suspect and suspect != claim.digest else [])
+        images = self._registry.get_manifests(repository, wanted)
+        owner = images[claim.digest]
+        if isinstance(owner, ImageUnavailable):
+            return Enforcement(GuardResult.UNRECOVERABLE, unavailable=owner)
+        reason = f"{tag} is protected"
+        quarantine: Quarantine | None = None
+        outcome = self._registry.put_tag(owner, tag, reason=reason, kind=_put_kind(success))
+        if outcome is PutOutcome.IMMUTABLE:
+            holder = self._registry.digest_of_tag(repository, tag)
+            if holder is not None and holder != claim.digest:
+                if holder not in images:
+                    images.update(self._registry.get_manifests(repository, [holder]))
+                # Kept first: removing the holder's last tag would make ECR delete the image.
+                quarantine = self._quarantine(rule, images[holder], tag)
+                self._registry.untag(repository, tag, reason=f"{reason}: removed from {short_digest(holder)}")
+                suspect = holder
+            outcome = self._registry.put_tag(owner, tag, reason=reason, kind=_put_kind(success))
+        if suspect and suspect != claim.digest and quarantine is None:
+            if rule.on_violation == "quarantine":
+                quarantine = self._quarantine(rule, images.get(suspect, ImageUnavailable.GONE), tag)
+            elif outcome is PutOutcome.WRITTEN and not self._registry.tags_of_digests(repository, [suspect])[suspect]:
+                # "delete" never takes other tags down with the offending image: only an untagged one goes.
+                self._registry.delete_image(repository, suspect, reason=f"pushed over protected {tag}")
+        quarantine = quarantine or Quarantine()
+        return Enforcement(
+            _handling(outcome, success),
+            changed=outcome is PutOutcome.WRITTEN or quarantine.written,
+            quarantine_tag=quarantine.tag,
+            quarantine_error=quarantine.error,
+        )
+
+    def _quarantine(self, rule: GuardRule, image: ImageManifest | ImageUnavailable, tag: str) -> Quarantine:
+        """Keep the offending image under its quarantine tag; a failure is reported, never raised."""
+        if isinstance(image, ImageUnavailable):
+            return Quarantine(error=f"offending image {image.value}")
+        quarantine_tag = rule.quarantine_tag_for(image.digest)
+        try:
+            outcome = self._registry.put_tag(
+                image, quarantine_tag, reason=f"pushed over protected {tag}", kind="image_quarantined"
+            )
+        except Exception as error:  # the revert stands; the violation says what failed
+            return Quarantine(error=f"{type(error).__name__}: {error}")
+        if outcome is PutOutcome.IMMUTABLE:
+            return Quarantine(error=f"ECR refused {quarantine_tag}")
+        return Quarantine(quarantine_tag, written=outcome is PutOutcome.WRITTEN)
+
+    def _follow_upstream(self, claim: Claim, current: str | None) -> Enforcement:
+        """A pull-through cache mirrors its upstream, which may move tags: say so, never fight it."""
+        if current is not None and current != claim.digest:
+            self._ledger.hand_over(claim, current, self._clock(), f"upstream:{uuid.uuid4()}")
+        return Enforcement(GuardResult.MIRRORED)
+
+    # -- attribution -------------------------------------------------------------------------------
     def attribute(self, event: ApiCallEvent) -> list[dict[str, Any]]:
-        """Name the principal behind tag changes CloudTrail reports; re-announce violations that lacked one."""
+        """Name the principal behind tag changes CloudTrail reports; re-announce violations that lacked one.
+
+        A delete is attributed to whoever called BatchDeleteImage, a move to whoever called PutImage,
+        and this application's own calls (marked in their user agent) are never blamed for anything.
+        """
+        action = ACTION_OF_API_CALL.get(event.detail.event_name)
+        if action is None or USER_AGENT_MARKER in (event.detail.user_agent or ""):
+            return []
         actor = event.detail.user_identity.name
         attributed = []
         for repository_name, tag, digest in event.detail.tag_changes():
             if not is_guarded(self._rules.guard_for(repository_name), tag):
                 continue
             repository = RepositoryRef(event.account, event.region, repository_name)
-            for announced in self._ledger.record_actor(repository, tag, digest, actor):
+            for announced in self._ledger.record_actor(repository, action, tag, digest, actor):
                 detail = {**announced, "actor": actor, "summary": announced["summary"].replace(UNKNOWN_ACTOR, actor, 1)}
                 self._publisher.publish(ATTRIBUTED_DETAIL_TYPE, detail, [repository.arn])
                 attributed.append(detail)
         return attributed
+
+
+def _stale(tag: str, settlement: Settlement) -> GuardOutcome:
+    released = settlement.released_at.isoformat() if settlement.released_at else "an earlier release"
+    return GuardOutcome(GuardResult.STALE, tag, notes=[f"{tag} was released at {released}; this push is older"])
+
+
+def _put_kind(success: GuardResult) -> str:
+    return "tag_restored" if success is GuardResult.RESTORED else "tag_reverted"
 
 
 def _handling(outcome: PutOutcome, success: GuardResult) -> GuardResult:
@@ -263,23 +438,41 @@ class BackfillReport:
 
 
 def backfill(
-    repository: RepositoryRef, rule: GuardRule | None, registry: Registry, ledger: Ledger, *, run_id: str | None = None
+    repository: RepositoryRef,
+    rule: GuardRule | None,
+    registry: Registry,
+    ledger: ClaimLedger,
+    *,
+    run_id: str | None = None,
 ) -> BackfillReport:
     """Claim every protected tag a repository holds today, so tags pushed before deployment are guarded.
 
-    A tag whose ledger claim names another digest is reported as a conflict and left alone: the
-    ledger is the authority, and the next push or delete of that tag brings it back.
+    A claim is dated by ECR's ``imagePushedAt``. A tag whose ledger claim names another digest is
+    reported as a conflict and left alone: the next push or delete of that tag brings it back.
     """
     report = BackfillReport(repository.name)
     backfill_id = f"backfill:{run_id or uuid.uuid4()}"
-    for tag, digest in registry.tagged_images(repository):
+    for tag, digest, pushed_at in registry.tagged_images(repository):
         if not is_guarded(rule, tag):
             continue
-        claim = ledger.claim(repository, tag, digest, backfill_id)
-        if claim.digest != digest:
-            report.conflicts.append(f"{tag}: registry has {digest}, ledger has {claim.digest}")
-        elif claim.event_id == backfill_id:
+        attempt = ledger.claim(repository, tag, digest, pushed_at or datetime.now(UTC), backfill_id)
+        if attempt.claim is None:
+            report.conflicts.append(f"{tag}: released; pushed before the release")
+        elif attempt.claim.digest != digest:
+            report.conflicts.append(f"{tag}: registry has {digest}, ledger has {attempt.claim.digest}")
+        elif attempt.created:
             report.claimed.append(tag)
         else:
             report.already_claimed.append(tag)
     return report
+
+
+def release(ledger: ClaimLedger, repository: RepositoryRef, tag: str, *, reason: str, actor: str) -> Claim | None:
+    """An operator's deliberate release of a claim: the next push of the tag (after now) claims it afresh.
+
+    For a legitimate re-release after a loss (the claimed image is gone), which would otherwise raise a
+    CRITICAL violation on every push. Pushes dated before the release can never claim the tag again.
+    """
+    if not reason.strip():
+        raise ValueError("a release needs a reason")
+    return ledger.release(repository, tag, reason=reason, actor=actor)

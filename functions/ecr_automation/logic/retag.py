@@ -8,17 +8,24 @@ and the PUSH events caused by this function's own writes find nothing left to do
 
 from __future__ import annotations
 
-import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from enum import StrEnum
 from functools import partial
-from typing import Any
+from typing import Any, Protocol
 
-from ecr_automation.logic.guard import is_guarded, push_is_accepted, quarantine_tag_for
-from ecr_automation.logic.ports import Ledger, Registry
+from ecr_automation.logic.ownership import is_guarded
+from ecr_automation.logic.ports import ImageGraph, Lease, LeaseLedger, Registry
 from ecr_automation.logic.versions import Version, highest_version, parse_version
-from ecr_automation.models.domain import PutOutcome, RepositoryRef, short_digest
+from ecr_automation.models.domain import (
+    ImageManifest,
+    ImageUnavailable,
+    PutOutcome,
+    RegistryView,
+    RepositoryRef,
+    short_digest,
+)
 from ecr_automation.models.events import (
     ImageActionEvent,
     ImageActionType,
@@ -112,7 +119,7 @@ def forward_decision(tag: str, label: str, version: Version | None, held: tuple[
         return TagPlan(tag, write=True, reason=f"moved for {label} from an image with no version tag")
     held_tag, held_at = held
     if version is None:
-        return TagPlan(tag, write=True, reason=f"moved from {held_tag}: {label} has no version tag to compare")
+        return TagPlan(tag, write=False, reason=f"stays on {held_tag}: {label} has no version tag")
     if version.is_newer_than(held_at):
         return TagPlan(tag, write=True, reason=f"{label} is newer than {held_tag}")
     if version.precedence == held_at.precedence:
@@ -153,18 +160,17 @@ def pattern_tags(rule: RetagRule, pushed_tag: str, digest: str) -> tuple[list[st
     tags: list[str] = []
     notes: list[str] = []
     for pattern in rule.patterns:
-        match = re.search(pattern.match, pushed_tag)
-        if match is None:
+        groups = pattern.search(pushed_tag)
+        if groups is None:
             continue
-        values = {"short_digest": short_digest(digest), "tag": pushed_tag}
-        values.update({name: value or "" for name, value in match.groupdict().items()})
+        values = {"short_digest": short_digest(digest), "tag": pushed_tag, **groups}
         for template in pattern.tags:
             tag = render_template(template, values)
             if tag is None:
                 notes.append(f"{template!r} renders no valid tag from {pushed_tag!r}")
             elif tag == pushed_tag:
                 continue
-            elif any(re.search(other.match, tag) for other in rule.patterns):
+            elif any(other.search(tag) is not None for other in rule.patterns):
                 notes.append(f"{tag} not written: it matches a pattern rule itself, so tags would chain")
             else:
                 tags.append(tag)
@@ -198,6 +204,8 @@ def promotion_tags(
 
 # --- the workflow -----------------------------------------------------------------------------
 
+ALIAS_LEASE = "floating-tags"
+
 
 def _any_version(_: Version) -> bool:
     return True
@@ -216,44 +224,52 @@ class Wanted:
     counts: Callable[[Version], bool] = _any_version
 
 
-class _View:
-    """Where tags point now, read from the registry at most once per question within one event."""
+class PushAcceptance(Protocol):
+    """Whether other reactions may act on a push: False when the tag guard rejects it."""
 
-    def __init__(self, registry: Registry, repository: RepositoryRef, digest: str) -> None:
-        self.repository = repository
-        self.digest = digest
-        self._registry = registry
-        self._tags_of: dict[str, list[str]] = {}
-        self._digest_of: dict[str, str | None] = {}
+    def accepts(self, event: ImageActionEvent) -> bool: ...
 
-    def tags_of(self, digest: str) -> list[str]:
-        if digest not in self._tags_of:
-            self._tags_of[digest] = self._registry.tags_of_digest(self.repository, digest)
-        return self._tags_of[digest]
 
-    def holds(self, tag: str) -> bool:
-        """Whether the image itself holds ``tag``: one DescribeImages answers for all its tags."""
-        return tag in self.tags_of(self.digest)
+class RetagLedger(LeaseLedger, ImageGraph, Protocol):
+    pass
 
-    def digest_of(self, tag: str) -> str | None:
-        if self.holds(tag):
-            return self.digest
-        if tag not in self._digest_of:
-            self._digest_of[tag] = self._registry.digest_of_tag(self.repository, tag)
-        return self._digest_of[tag]
+
+class _NoLease:
+    def check(self) -> None:
+        return None
+
+
+@dataclass
+class _Target:
+    """The image one decision is about, and what the registry says about its tags."""
+
+    repository: RepositoryRef
+    view: RegistryView
+    tags_of: dict[str, list[str]] = field(default_factory=dict)
+
+    @property
+    def digest(self) -> str:
+        return self.view.digest
+
+    def version_of(
+        self, digest: str, prefix_check: Callable[[Version], bool] = _any_version
+    ) -> tuple[str, Version] | None:
+        return highest_version(self.tags_of.get(digest, []), prefix_check)
 
 
 class Retagger:
-    def __init__(self, rules: Rules, registry: Registry, ledger: Ledger) -> None:
+    def __init__(self, rules: Rules, registry: Registry, ledger: RetagLedger, acceptance: PushAcceptance) -> None:
         self._rules = rules
         self._registry = registry
         self._ledger = ledger
+        self._acceptance = acceptance
 
     def handle(self, event: RetagEvent) -> RetagOutcome:
         if isinstance(event, ImageActionEvent):
             return self._on_image_action(event)
         return self._on_scan(event)
 
+    # -- pushes ------------------------------------------------------------------------------------
     def _on_image_action(self, event: ImageActionEvent) -> RetagOutcome:
         detail = event.detail
         digest, tag = detail.image_digest, detail.image_tag
@@ -262,16 +278,13 @@ class Retagger:
             return RetagOutcome(RetagResult.NO_RULE, digest, notes=[f"no retag rule for {detail.repository_name}"])
         if (no_op := self._nothing_to_derive(event, rule)) is not None:
             return no_op
-        if not push_is_accepted(event, self._rules, self._ledger):
+        if not self._acceptance.accepts(event):
             return RetagOutcome(RetagResult.REFUSED, digest, notes=[f"the tag guard rejected this push of {tag}"])
-
-        view = _View(self._registry, RepositoryRef(event.account, event.region, detail.repository_name), digest)
-        if tag is not None and not view.holds(tag) and (moved_to := view.digest_of(tag)) is not None:
-            # A late or replayed event: deriving tags from it now would undo newer pushes.
-            note = f"{tag} has moved on to {short_digest(moved_to)} since this push: nothing to derive"
-            return RetagOutcome(RetagResult.IGNORED, digest, notes=[note])
+        repository = RepositoryRef(event.account, event.region, detail.repository_name)
+        if self._rules.is_pull_through_cache(repository.name):
+            return RetagOutcome(RetagResult.IGNORED, digest, notes=["a pull-through cache mirrors its upstream's tags"])
         wanted, notes = _wanted_on_push(rule, tag, digest)
-        return self._decide_and_apply(view, wanted, rule, notes)
+        return self._decide_and_apply(repository, digest, wanted, rule, notes, owner=event.id, pushed_tag=tag)
 
     def _nothing_to_derive(self, event: ImageActionEvent, rule: RetagRule) -> RetagOutcome | None:
         """Why this image action asks for no tag at all, or None when it may."""
@@ -282,11 +295,13 @@ class Retagger:
         if tag is None and not (rule.digest_tag and rule.digest_tag_untagged_pushes):
             return RetagOutcome(RetagResult.IGNORED, digest, notes=["push by digest: no tag to derive from"])
         guard = self._rules.guard_for(detail.repository_name)
-        if guard is not None and tag == quarantine_tag_for(guard, digest):
+        if guard is not None and tag is not None and guard.is_quarantine_tag(tag):
             return RetagOutcome(RetagResult.IGNORED, digest, notes=[f"{tag} is the tag guard's quarantine tag"])
         return None
 
+    # -- scans -------------------------------------------------------------------------------------
     def _on_scan(self, event: ImageScanEvent | InspectorScanEvent) -> RetagOutcome:
+        """Promote on a clean scan. Scans name platform manifests: an index is promoted once all its are clean."""
         detail = event.detail
         digest = detail.image_digest
         rule = self._rules.retag_for(detail.repository_name)
@@ -294,42 +309,159 @@ class Retagger:
             return RetagOutcome(RetagResult.NO_RULE, digest, notes=[f"no promotion rule for {detail.repository_name}"])
         if not detail.complete:
             return RetagOutcome(RetagResult.BLOCKED, digest, notes=[f"scan {detail.scan_status}: nothing promoted"])
-        earned, notes = promotion_tags(
-            rule.promote, detail.finding_severity_counts, digest, counts_below_medium=isinstance(event, ImageScanEvent)
-        )
-        if not earned:
-            return RetagOutcome(RetagResult.BLOCKED, digest, notes=notes)
-
-        view = _View(self._registry, RepositoryRef(event.account, event.region, detail.repository_name), digest)
-        guard = self._rules.guard_for(detail.repository_name)
-        if guard is not None and quarantine_tag_for(guard, digest) in view.tags_of(digest):
-            return RetagOutcome(RetagResult.REFUSED, digest, notes=[*notes, "the tag guard quarantined this image"])
-        own = highest_version(view.tags_of(digest), rule.aliases.prefix)
-        wanted = [
-            Wanted(
-                tag,
-                f"scan clean at {promote.block_at} or above",
-                label=own[0] if own else short_digest(digest),
-                forward_only=promote.forward_only,
-                version=own[1] if own else None,
+        repository = RepositoryRef(event.account, event.region, detail.repository_name)
+        counts_below_medium = isinstance(event, ImageScanEvent)
+        # A platform manifest's scan decides for the indexes naming it; any other image's for itself.
+        targets = self._ledger.parents_of(repository, digest) or [digest]
+        outcomes = [
+            self._promote(
+                repository,
+                target,
+                rule,
+                event.id,
+                own_counts=(digest, detail.finding_severity_counts),
+                counts_below_medium=counts_below_medium,
             )
-            for tag, promote in earned
+            for target in targets
         ]
-        return self._decide_and_apply(view, wanted, rule, notes)
+        return next((outcome for outcome in outcomes if outcome.written), outcomes[0])
 
-    def _decide_and_apply(self, view: _View, wanted: list[Wanted], rule: RetagRule, notes: list[str]) -> RetagOutcome:
-        """Decide and write under leases on the floating tags, so two releases cannot interleave.
+    def _promote(
+        self,
+        repository: RepositoryRef,
+        digest: str,
+        rule: RetagRule,
+        owner: str,
+        *,
+        own_counts: tuple[str, SeverityCounts] | None,
+        counts_below_medium: bool,
+    ) -> RetagOutcome:
+        """Promote ``digest`` if its scan (or, for an index, every platform's scan) is clean enough."""
+        templates = [(template, promote) for promote in rule.promote for template in promote.tags]
+        wanted_tags = [render_template(template, {"short_digest": short_digest(digest)}) for template, _ in templates]
 
-        Without them, two pushes of one major version handled at the same instant could both read
-        `v1` before either moved it, and the older could win.
+        def decide(target: _Target) -> tuple[list[Wanted], list[str]] | RetagOutcome:
+            image = target.view.image
+            if isinstance(image, ImageUnavailable):  # ruled out before deciding; keeps the type narrow
+                return RetagOutcome(RetagResult.IMAGE_GONE, digest)
+            counts = self._combined_counts(repository, image, own_counts)
+            if isinstance(counts, str):
+                return RetagOutcome(RetagResult.BLOCKED, digest, notes=[counts])
+            earned, notes = promotion_tags(rule.promote, counts, digest, counts_below_medium=counts_below_medium)
+            if not earned:
+                return RetagOutcome(RetagResult.BLOCKED, digest, notes=notes)
+            own = target.version_of(digest)
+            label = own[0] if own else short_digest(digest)
+            wanted = [
+                Wanted(
+                    tag,
+                    f"scan clean at {promote.block_at} or above",
+                    label=label,
+                    forward_only=promote.forward_only,
+                    version=own[1] if own else None,
+                )
+                for tag, promote in earned
+            ]
+            return wanted, notes
+
+        return self._decide_and_apply(
+            repository,
+            digest,
+            [],
+            rule,
+            [],
+            owner=owner,
+            pushed_tag=None,
+            extra_tags=[tag for tag in wanted_tags if tag],
+            decide=decide,
+            need_own_tags=True,
+        )
+
+    def _combined_counts(
+        self, repository: RepositoryRef, image: ImageManifest, reported: tuple[str, SeverityCounts] | None
+    ) -> SeverityCounts | str:
+        """The image's scan counts; for an index, the sum over its platforms (a missing scan waits)."""
+        digests = image.platform_children() or [image.digest]
+        total: dict[str, int] = {}
+        for digest in digests:
+            counts = (
+                reported[1] if reported and reported[0] == digest else self._registry.scan_counts(repository, digest)
+            )
+            if counts is None:
+                return f"waiting for the scan of platform {short_digest(digest)}: nothing promoted yet"
+            for severity, count in counts.as_dict().items():
+                total[severity] = total.get(severity, 0) + count
+        return SeverityCounts.model_validate(total)
+
+    # -- deciding and writing ----------------------------------------------------------------------
+    def _decide_and_apply(
+        self,
+        repository: RepositoryRef,
+        digest: str,
+        wanted: list[Wanted],
+        rule: RetagRule,
+        notes: list[str],
+        *,
+        owner: str,
+        pushed_tag: str | None,
+        extra_tags: list[str] | None = None,
+        decide: Callable[[_Target], tuple[list[Wanted], list[str]] | RetagOutcome] | None = None,
+        need_own_tags: bool = False,
+    ) -> RetagOutcome:
+        """Read, decide and write under one lease per repository, so two releases cannot interleave.
+
+        Without it, two pushes of one major version handled at the same instant could both read `v1`
+        before either moved it, and the older could win. Every write is fenced: a holder whose lease ran
+        out writes nothing more and raises, so the platform retries the event.
         """
-        floating = [want.tag for want in wanted if want.forward_only]
-        with self._ledger.hold(view.repository, floating):
-            return self._apply(view, self._screen(wanted, rule, view), notes)
+        guard = self._rules.guard_for(repository.name)
+        quarantine_tag = guard.quarantine_tag_for(digest) if guard is not None else None
+        floating = decide is not None or any(want.forward_only for want in wanted)
+        looked_up = [want.tag for want in wanted] + (extra_tags or [])
+        looked_up += [tag for tag in (pushed_tag, quarantine_tag) if tag]
+        with self._lease(repository, owner, floating) as lease:
+            view = self._registry.view(repository, digest, looked_up)
+            if isinstance(view.image, ImageUnavailable):
+                return RetagOutcome(RetagResult.IMAGE_GONE, digest, notes=[*notes, f"image {view.image.value}"])
+            if pushed_tag is not None and not view.holds(pushed_tag) and (moved_to := view.digest_of(pushed_tag)):
+                # A late or replayed event: deriving tags from it now would undo newer pushes.
+                note = f"{pushed_tag} has moved on to {short_digest(moved_to)} since this push: nothing to derive"
+                return RetagOutcome(RetagResult.IGNORED, digest, notes=[note])
+            if quarantine_tag is not None and view.holds(quarantine_tag):
+                return RetagOutcome(RetagResult.REFUSED, digest, notes=[*notes, "the tag guard quarantined this image"])
+            target = _Target(repository, view)
+            if need_own_tags:
+                target.tags_of = self._registry.tags_of_digests(repository, [digest])
+            if decide is not None:
+                decided = decide(target)
+                if isinstance(decided, RetagOutcome):
+                    return decided
+                wanted, more_notes = decided
+                notes = [*notes, *more_notes]
+            holders = {view.digest_of(want.tag) for want in wanted if want.forward_only} - {None, digest}
+            if holders:
+                target.tags_of.update(self._registry.tags_of_digests(repository, sorted(h for h in holders if h)))
+            plans = self._screen(wanted, target)
+            outcome = self._apply(target, plans, notes, lease)
+        if pushed_tag is not None and view.image.is_index:
+            self._ledger.record_children(repository, digest, view.image.platform_children())
+            if rule.promote:
+                promoted = self._promote(repository, digest, rule, owner, own_counts=None, counts_below_medium=True)
+                return _merge(outcome, promoted)
+        return outcome
 
-    def _screen(self, wanted: list[Wanted], rule: RetagRule, view: _View) -> list[TagPlan]:
+    @contextmanager
+    def _lease(self, repository: RepositoryRef, owner: str, needed: bool) -> Iterator[Lease]:
+        if not needed:
+            yield _NoLease()
+            return
+        with self._ledger.hold(repository, ALIAS_LEASE, owner=owner) as lease:
+            yield lease
+
+    def _screen(self, wanted: list[Wanted], target: _Target) -> list[TagPlan]:
         """Decide each wanted tag once, cheapest test first: protected, in place, then forward."""
-        guard = self._rules.guard_for(view.repository.name)
+        guard = self._rules.guard_for(target.repository.name)
+        view = target.view
         plans: list[TagPlan] = []
         seen: set[str] = set()
         for want in wanted:
@@ -347,28 +479,25 @@ class Retagger:
                     view.digest,
                     want.version,
                     current=view.digest_of,
-                    held_version=partial(_held_version, view, rule.aliases.prefix, want.counts),
+                    held_version=partial(_held_version, target, want.counts),
                     label=want.label,
                 )
                 reason = f"{want.reason}; {plan.reason}" if plan.write and want.reason else plan.reason
                 plans.append(TagPlan(want.tag, plan.write, reason))
         return plans
 
-    def _apply(self, view: _View, plans: list[TagPlan], notes: list[str]) -> RetagOutcome:
-        digest = view.digest
+    def _apply(self, target: _Target, plans: list[TagPlan], notes: list[str], lease: Lease) -> RetagOutcome:
+        digest = target.digest
+        image = target.view.image
         skipped = [TagSkip(plan.tag, plan.reason) for plan in plans if not plan.write]
         to_write = [plan for plan in plans if plan.write]
-        if not to_write:
+        if not to_write or isinstance(image, ImageUnavailable):
             return RetagOutcome(RetagResult.UNCHANGED, digest, skipped=skipped, notes=notes)
-        image = self._registry.get_manifest(view.repository, digest)
-        if image is None:
-            return RetagOutcome(
-                RetagResult.IMAGE_GONE, digest, skipped=skipped, notes=[*notes, "image no longer exists"]
-            )
         written: list[str] = []
         refused: list[TagSkip] = []
         dry_run = False
         for plan in to_write:
+            lease.check()
             outcome = self._registry.put_tag(image, plan.tag, reason=plan.reason, kind="tag_retagged")
             if outcome is PutOutcome.WRITTEN:
                 written.append(plan.tag)
@@ -388,15 +517,27 @@ class Retagger:
         return RetagOutcome(result, digest, written, skipped, refused, notes)
 
 
-def _held_version(view: _View, prefix: str, counts: VersionCheck, target: str) -> tuple[str, Version] | None:
-    return highest_version(view.tags_of(target), prefix, counts)
+def _merge(first: RetagOutcome, second: RetagOutcome) -> RetagOutcome:
+    result = first.result if first.written or not second.written else second.result
+    return RetagOutcome(
+        result,
+        first.digest,
+        [*first.written, *second.written],
+        [*first.skipped, *second.skipped],
+        [*first.refused, *second.refused],
+        [*first.notes, *second.notes],
+    )
+
+
+def _held_version(target: _Target, counts: VersionCheck, holder: str) -> tuple[str, Version] | None:
+    return target.version_of(holder, counts)
 
 
 def _wanted_on_push(rule: RetagRule, tag: str | None, digest: str) -> tuple[list[Wanted], list[str]]:
     """Every tag a push asks for, in the order rules decide them: aliases, digest tag, patterns."""
     wanted: list[Wanted] = []
     notes: list[str] = []
-    version = parse_version(tag, rule.aliases.prefix) if tag is not None else None
+    version = parse_version(tag) if tag is not None else None
     if tag is not None and version is not None and rule.aliases.enabled:
         if version.is_prerelease and not rule.aliases.include_prereleases:
             notes.append(f"{tag} is a pre-release: aliases stay where they are")

@@ -1,26 +1,43 @@
-"""Semantic Versioning 2.0.0 in image tags: parsing and precedence, nothing more.
+"""The one release-version grammar for image tags: what a release tag is, and how versions order.
+
+A release tag is an optional "v", then strict Semantic Versioning 2.0.0: ``MAJOR.MINOR.PATCH``
+without leading zeros, an optional pre-release (``-rc.1``; a numeric identifier has no leading
+zero, so ``-rc.01`` is not a version) and optional build metadata. Image tags cannot contain "+",
+so build metadata is written with "_" (Helm's convention for charts in OCI registries):
+``v1.2.3_build.7``. The tag guard protects exactly these tags and retag moves aliases by exactly
+these versions: both ask this module, so they cannot disagree.
 
 Precedence follows semver.org section 11: major, minor and patch compare numerically; a
 pre-release is lower than its release; pre-release identifiers compare one by one (numeric ones
 numerically, and lower than alphanumeric ones; a longer list wins when all before are equal);
-build metadata is ignored. Image tags cannot contain "+", so build metadata may also be written
-with "_" (Helm's convention for chart versions in OCI registries): ``v1.2.3_build.7``.
+the "v" and build metadata are ignored.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-_NUMERIC = r"0|[1-9]\d*"
-_PRERELEASE_ID = r"0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*"
-_BUILD_ID = r"[0-9a-zA-Z-]+"
-_SEMVER = re.compile(
-    rf"(?P<major>{_NUMERIC})\.(?P<minor>{_NUMERIC})\.(?P<patch>{_NUMERIC})"
-    rf"(?:-(?P<prerelease>(?:{_PRERELEASE_ID})(?:\.(?:{_PRERELEASE_ID}))*))?"
-    rf"(?:[+_](?P<build>{_BUILD_ID}(?:\.{_BUILD_ID})*))?"
+# ECR's limit on a tag's length. Longer text is no tag at all, and the bound keeps int() far from
+# Python's limit on the digits it converts.
+MAX_TAG_LENGTH = 128
+
+# [0-9] rather than \d: Python's \d also matches non-ASCII digits, RE2's does not.
+_NUMBER = r"0|[1-9][0-9]*"
+_PRERELEASE_IDENTIFIER = r"0|[1-9][0-9]*|[0-9]*[a-zA-Z-][0-9a-zA-Z-]*"
+_BUILD_IDENTIFIER = r"[0-9a-zA-Z-]+"
+
+# The grammar, once. Anchored, ASCII-only and free of lookaround and backreferences, so Python's
+# re and RE2 (which matches the rules file's own patterns) read it the same way.
+RELEASE_TAG_PATTERN = (
+    r"^v?"
+    rf"(?P<major>{_NUMBER})\.(?P<minor>{_NUMBER})\.(?P<patch>{_NUMBER})"
+    rf"(?:-(?P<prerelease>(?:{_PRERELEASE_IDENTIFIER})(?:\.(?:{_PRERELEASE_IDENTIFIER}))*))?"
+    rf"(?:_(?P<build>{_BUILD_IDENTIFIER}(?:\.{_BUILD_IDENTIFIER})*))?$"
 )
+# fullmatch, not match: Python's "$" also matches before a trailing newline.
+_RELEASE_TAG = re.compile(RELEASE_TAG_PATTERN)
 
 # One pre-release identifier's sort key: numeric identifiers sort before alphanumeric ones.
 PrereleaseKey = tuple[int, int, str]
@@ -58,11 +75,11 @@ class Version:
         return text + (f"+{self.build}" if self.build else "")
 
 
-def parse_version(tag: str, prefix: str = "") -> Version | None:
-    """The version a tag names (``prefix`` then strict semver), or None when it names none."""
-    if not tag.startswith(prefix):
+def parse_version(tag: str) -> Version | None:
+    """The version a release tag names (``1.2.3`` and ``v1.2.3`` name the same), or None for any other tag."""
+    if len(tag) > MAX_TAG_LENGTH:
         return None
-    match = _SEMVER.fullmatch(tag[len(prefix) :])
+    match = _RELEASE_TAG.fullmatch(tag)
     if match is None:
         return None
     prerelease = match["prerelease"]
@@ -75,13 +92,18 @@ def parse_version(tag: str, prefix: str = "") -> Version | None:
     )
 
 
+def is_release_tag(tag: str) -> bool:
+    """Whether ``tag`` names a release version: the tags the guard protects by default."""
+    return parse_version(tag) is not None
+
+
 def highest_version(
-    tags: list[str], prefix: str = "", accept: Callable[[Version], bool] = lambda _: True
+    tags: Iterable[str], accept: Callable[[Version], bool] = lambda _: True
 ) -> tuple[str, Version] | None:
     """The tag naming the highest accepted version among ``tags``; ties go to the lexically first tag."""
     best: tuple[str, Version] | None = None
     for tag in sorted(tags):
-        version = parse_version(tag, prefix)
+        version = parse_version(tag)
         if version is not None and accept(version) and (best is None or version.is_newer_than(best[1])):
             best = (tag, version)
     return best

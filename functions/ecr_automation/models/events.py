@@ -1,4 +1,4 @@
-"""Typed models of the ECR and Inspector events delivered by EventBridge.
+"""Typed models of the events delivered by EventBridge: ECR's, Inspector's, and this application's own.
 
 Powertools ships no ECR model, so these extend its ``EventBridgeModel`` with a typed ``detail``.
 They normalise what AWS makes awkward: Inspector2 Scan names the repository by ARN, severity
@@ -30,7 +30,9 @@ AccountId = Annotated[str, StringConstraints(pattern=r"^\d{12}$")]
 
 ECR_SOURCE = "aws.ecr"
 INSPECTOR_SOURCE = "aws.inspector2"
-ACCEPTED_SOURCES = frozenset({ECR_SOURCE, INSPECTOR_SOURCE})
+# What this application publishes its own events as; custom sources may not start with "aws.".
+APPLICATION_SOURCE = "ecr-automation"
+ACCEPTED_SOURCES = frozenset({ECR_SOURCE, INSPECTOR_SOURCE, APPLICATION_SOURCE})
 
 # Inspector's documented samples use these non-ISO forms besides ISO 8601.
 _INSPECTOR_TIME_FORMATS = (
@@ -341,6 +343,27 @@ class ApiCallDetail(_Detail):
         return []
 
 
+class ViolationDetail(_Detail):
+    """A protected tag moved or deleted, as the tag guard publishes it (``Violation.as_event_detail``)."""
+
+    severity: Literal["CRITICAL", "HIGH"]
+    summary: str
+    registry_id: AccountId = Field(alias="registry-id")
+    region: str = Field(min_length=1)
+    repository_name: RepositoryName = Field(alias="repository-name")
+    image_tag: ImageTag = Field(alias="image-tag")
+    # Plain strings, not enums: a value the guard adds later must not make its own events unreadable.
+    change: str = Field(min_length=1)
+    claimed_digest: Digest = Field(alias="claimed-digest")
+    claimed_at: str = Field(alias="claimed-at")
+    offending_digest: Digest = Field(alias="offending-digest")
+    handling: str = Field(min_length=1)
+    quarantine_tag: ImageTag | None = Field(default=None, alias="quarantine-tag")
+    actor: str
+    source_event_id: str = Field(alias="source-event-id", min_length=1)
+    source_event_time: datetime = Field(alias="source-event-time")
+
+
 class _EcrEvent(EventBridgeModel):
     model_config = ConfigDict(populate_by_name=True, frozen=True)
     source: Literal["aws.ecr"]
@@ -351,6 +374,13 @@ class _EcrEvent(EventBridgeModel):
 class _InspectorEvent(EventBridgeModel):
     model_config = ConfigDict(populate_by_name=True, frozen=True)
     source: Literal["aws.inspector2"]
+    account: AccountId
+    region: str = Field(min_length=1)
+
+
+class _ApplicationEvent(EventBridgeModel):
+    model_config = ConfigDict(populate_by_name=True, frozen=True)
+    source: Literal["ecr-automation"]
     account: AccountId
     region: str = Field(min_length=1)
 
@@ -400,6 +430,18 @@ class InspectorFindingEvent(_InspectorEvent):
     detail: InspectorFindingDetail
 
 
+class TagGuardViolationEvent(_ApplicationEvent):
+    detail_type: Literal["Tag Guard Violation"] = Field(alias="detail-type")
+    detail: ViolationDetail
+
+
+class TagGuardViolationAttributedEvent(_ApplicationEvent):
+    """Sent once CloudTrail names who caused a violation announced earlier without a name."""
+
+    detail_type: Literal["Tag Guard Violation Attributed"] = Field(alias="detail-type")
+    detail: ViolationDetail
+
+
 EcrEvent = (
     ImageActionEvent
     | ImageScanEvent
@@ -410,6 +452,8 @@ EcrEvent = (
     | InspectorScanEvent
     | InspectorFindingEvent
     | ApiCallEvent
+    | TagGuardViolationEvent
+    | TagGuardViolationAttributedEvent
 )
 ScanCompletedEvent = ImageScanEvent | InspectorScanEvent
 
@@ -423,4 +467,6 @@ MODEL_BY_DETAIL_TYPE: dict[tuple[str, str], type[EcrEvent]] = {
     (ECR_SOURCE, "AWS API Call via CloudTrail"): ApiCallEvent,
     (INSPECTOR_SOURCE, "Inspector2 Scan"): InspectorScanEvent,
     (INSPECTOR_SOURCE, "Inspector2 Finding"): InspectorFindingEvent,
+    (APPLICATION_SOURCE, "Tag Guard Violation"): TagGuardViolationEvent,
+    (APPLICATION_SOURCE, "Tag Guard Violation Attributed"): TagGuardViolationAttributedEvent,
 }
