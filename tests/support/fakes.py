@@ -22,6 +22,7 @@ from ecr_automation.models.domain import (
     ClaimAttempt,
     ImageManifest,
     ImageUnavailable,
+    PendingViolation,
     PutOutcome,
     RegistryView,
     RepositoryRef,
@@ -274,7 +275,7 @@ class FakeLedger:
         item = self.items.get(key, {})
         if "digest" in item:
             return ClaimAttempt(_claim_of(key, item))
-        if "released_at" in item and not item["released_at"] < pushed_at:
+        if "released_at" in item and not item["released_at"] <= pushed_at:
             return ClaimAttempt(None, released_at=item["released_at"])
         item = {**item, **self._claim_fields(digest, pushed_at, event_id)}
         self.items[key] = item
@@ -285,11 +286,20 @@ class FakeLedger:
         item = self.items.get(key, {})
         if (item.get("digest"), item.get("pushed_at")) != (previous.digest, previous.pushed_at):
             raise ClaimChangedError(f"claim on {previous.repository.name}:{previous.tag} changed; retry")
-        if "released_at" in item and not item["released_at"] < pushed_at:
+        if "released_at" in item and not item["released_at"] <= pushed_at:
             raise ClaimChangedError(f"claim on {previous.repository.name}:{previous.tag} was released since")
         released = {"released_at": item["released_at"]} if "released_at" in item else {}
         self.items[key] = {**self._claim_fields(digest, pushed_at, event_id), **released}
+        self.items[key]["handed_over_from"] = previous.digest
         return _claim_of(key, self.items[key])
+
+    def date_back(self, claim: Claim, pushed_at: datetime) -> Claim:
+        key = (claim.repository, claim.tag)
+        item = self.items.get(key, {})
+        if (item.get("digest"), item.get("pushed_at")) != (claim.digest, claim.pushed_at):
+            raise ClaimChangedError(f"claim on {claim.repository.name}:{claim.tag} changed; retry")
+        item["pushed_at"] = pushed_at
+        return _claim_of(key, item)
 
     def record_unclaimed_delete(
         self, repository: RepositoryRef, tag: str, digest: str, deleted_at: datetime, event_id: str
@@ -318,7 +328,7 @@ class FakeLedger:
         if previous is None:
             return None
         self.items[(repository, tag)] = {
-            "released_at": self.clock(),
+            "released_at": self.clock().replace(microsecond=0),  # as the adapter: whole seconds, like events
             "released_reason": reason,
             "released_by": actor,
             "previous_digest": previous.digest,
@@ -334,10 +344,15 @@ class FakeLedger:
         if found is None:
             self.violations[key] = _ViolationRecord(event_id)
             state = ViolationState.NEW
+            claim = self.items.get((key.repository, key.tag))
+            if claim is not None and "digest" in claim:  # the alert is owed until closed
+                claim["pending_violation"] = PendingViolation(
+                    key.change, key.offending_digest, key.occurrence, event_id
+                )
         elif found.closed:
             state = ViolationState.CLOSED
         else:
-            state = ViolationState.PENDING if found.event_id == event_id else ViolationState.TAKEN
+            state = ViolationState.PENDING if event_id in {found.event_id, found.alerting} else ViolationState.TAKEN
         if self.after_record is not None:
             self.after_record(key, state)
         return state
@@ -349,9 +364,18 @@ class FakeLedger:
         record.alerting = event_id
         return True
 
-    def close_violation(self, key: ViolationKey, detail: dict[str, Any]) -> None:
+    def close_violation(self, key: ViolationKey, detail: dict[str, Any] | None) -> None:
         record = self.violations.setdefault(key, _ViolationRecord(""))
-        record.closed, record.alerted, record.detail = True, True, detail
+        record.closed, record.alerted = True, detail is not None
+        if detail is not None:
+            record.detail = detail
+        claim = self.items.get((key.repository, key.tag), {})
+        pending = claim.get("pending_violation")
+        if pending is not None and (pending.occurrence, pending.offending_digest) == (
+            key.occurrence,
+            key.offending_digest,
+        ):
+            del claim["pending_violation"]
 
     def actor_of(self, repository: RepositoryRef, action: str, tag: str, digest: str) -> str | None:
         return self.actors.get((repository, action, tag, digest))
@@ -414,6 +438,8 @@ def _claim_of(key: tuple[RepositoryRef, str], item: dict[str, Any]) -> Claim:
         item["claimed_at"],
         deleted_after,
         item.get("released_at"),
+        item.get("handed_over_from"),
+        item.get("pending_violation"),
     )
 
 

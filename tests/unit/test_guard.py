@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from ecr_automation.adapters.ledger import LeaseTimeoutError
 from ecr_automation.logic.guard import (
     ATTRIBUTED_DETAIL_TYPE,
     VIOLATION_DETAIL_TYPE,
@@ -376,22 +377,46 @@ def test_delete_of_an_unclaimed_tag_is_reported_not_guessed(guard: TagGuard, reg
     assert registry.writes == []
 
 
-def test_a_delete_from_a_non_owner_puts_the_owners_tag_back_silently(
+def test_a_delete_from_a_non_owner_reports_the_move_it_shows_once(
     guard: TagGuard, registry: FakeRegistry, publisher: FakePublisher
 ) -> None:
-    # Given A owns v1.2.3, B took it over and the tag was then deleted from B (the guard's own untag)
+    # Given A owns v1.2.3, B took it over (its PUSH event lost) and the tag was then deleted from B
     owner = registry.add_image(REPO, "release", "v1.2.3", "sha-keep")
     impostor = registry.add_image(REPO, "impostor")
     guard.handle(image_action("PUSH", "v1.2.3", owner, "e-1"))
     del registry.tags[(REPO, "v1.2.3")]
 
-    # When that DELETE (of the tag on B) is handled while the tag is on no image
+    # When that DELETE (of the tag on B) is handled, and delivered again
     outcome = guard.handle(image_action("DELETE", "v1.2.3", impostor, "e-untag", time=at(60)))
+    guard.handle(image_action("DELETE", "v1.2.3", impostor, "e-untag", time=at(60)))
 
-    # Then the owner's tag is put back and nothing new is announced (the move was the violation)
+    # Then the owner's tag is put back and B's move, the only evidence of which is this delete, reported once
     assert outcome.result is GuardResult.RESTORED
     assert registry.tags[(REPO, "v1.2.3")] == owner
-    assert publisher.published == []
+    (violation,) = violations(publisher)
+    assert (violation["change"], violation["offending-digest"]) == ("moved", impostor)
+
+
+def test_the_guards_own_untag_of_a_reported_move_says_nothing_more(
+    registry: FakeRegistry, ledger: FakeLedger, publisher: FakePublisher
+) -> None:
+    # Given an IMMUTABLE repository where B's move was reverted and reported: the guard untagged B
+    immutable = FakeRegistry(refuse_moves=True)
+    guard = TagGuard(RULES, immutable, ledger, publisher, clock=lambda: at(0))
+    owner = immutable.add_image(REPO, "release", "v1.2.3", "sha-keep")
+    guard.handle(image_action("PUSH", "v1.2.3", owner, "e-1"))
+    immutable.untag(REPO, "v1.2.3", reason="deleted")
+    impostor = immutable.add_image(REPO, "impostor", "v1.2.3")
+    guard.handle(image_action("PUSH", "v1.2.3", impostor, "e-2", time=at(10)))
+    assert len(violations(publisher)) == 1
+
+    # When the DELETE caused by the guard's own untag of B arrives
+    outcome = guard.handle(image_action("DELETE", "v1.2.3", impostor, "e-untag", time=at(20)))
+
+    # Then nothing more is said
+    assert outcome.result is GuardResult.ALREADY_RESTORED
+    assert len(violations(publisher)) == 1
+    del registry
 
 
 def test_an_image_deleted_by_digest_raises_a_critical_violation_per_claimed_tag(
@@ -572,24 +597,30 @@ def test_two_invocations_for_different_events_seeing_one_move_publish_one_violat
     owner = registry.add_image(REPO, "release", "v1.2.3")
     guard.handle(image_action("PUSH", "v1.2.3", owner, "e-a", time=at(0)))
     impostor = registry.add_image(REPO, "impostor", "v1.2.3")
-    # A pushed again by CI (another event) and B's push are handled at the same time: B's invocation
-    # records the move first, and A's runs completely while B's is between recording and acting.
+    # A pushed again by CI (another event) and B's push are handled at the same time: A's invocation
+    # starts while B's is between recording the violation and acting on it.
     repush_of_a = image_action("PUSH", "v1.2.3", owner, "e-a-again", time=at(50))
-    interleaved: list[GuardResult] = []
+    interleaved: list[str] = []
 
     def run_the_other_invocation(key: ViolationKey, state: ViolationState) -> None:
         del key
-        if state is ViolationState.NEW:  # only B's invocation: A's finds the record taken
-            interleaved.append(guard.handle(repush_of_a).result)
+        if state is ViolationState.NEW:
+            try:
+                guard.handle(repush_of_a)
+            except LeaseTimeoutError:  # the tag's lease is B's: A's invocation waits, then Lambda retries it
+                interleaved.append("waited")
 
     ledger.after_record = run_the_other_invocation
 
-    # When B's event is handled
+    # When B's event is handled, and then A's retried
     guard.handle(image_action("PUSH", "v1.2.3", impostor, "e-b", time=at(60)))
+    ledger.after_record = None
+    retried = guard.handle(repush_of_a)
 
-    # Then the tag is back on A, put there (and reported) by A's invocation, and exactly one violation
-    # was published: B's invocation found the move undone and the alert taken
-    assert interleaved == [GuardResult.REVERTED]
+    # Then the changes to the tag were made one invocation at a time, the tag is back on A, and exactly
+    # one violation was published
+    assert interleaved == ["waited"]
+    assert retried.result is GuardResult.UNCHANGED
     assert registry.tags[(REPO, "v1.2.3")] == owner
     assert len(violations(publisher)) == 1
     assert ledger.published_violations() == [ViolationKey(REPO, "moved", "v1.2.3", impostor, owner)]
@@ -785,8 +816,11 @@ def test_other_reactions_see_a_rejected_push_as_not_accepted(registry: FakeRegis
     assert not acceptance.accepts(image_action("PUSH", "v1.2.3", impostor, "e-2", time=at(60)))
     assert acceptance.accepts(image_action("PUSH", "latest", impostor, "e-3"))
     assert acceptance.accepts(image_action("PUSH", None, impostor, "e-4"))
-    # an earlier push arriving late is the owner: accepted, and the claim is handed to it
-    assert acceptance.accepts(image_action("PUSH", "v1.2.3", impostor, "e-5", time=at(-60)))
+    # an earlier push arriving late is not accepted yet: the guard hands the tag over to it (under the
+    # tag's lease), and the PUSH event of its revert is accepted
+    late_owner = image_action("PUSH", "v1.2.3", impostor, "e-5", time=at(-60))
+    assert not acceptance.accepts(late_owner)
+    assert ledger.current_claim(REPO, "v1.2.3").digest == owner  # type: ignore[union-attr]
 
 
 def test_backfill_claims_protected_tags_by_first_push_and_reports_conflicts(

@@ -17,13 +17,21 @@ import random
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
 from botocore.exceptions import ClientError
 
 from ecr_automation.adapters.clients import AwsClients
-from ecr_automation.models.domain import Claim, ClaimAttempt, RepositoryRef, ViolationKey, ViolationState
+from ecr_automation.models.domain import (
+    Claim,
+    ClaimAttempt,
+    PendingViolation,
+    RepositoryRef,
+    ViolationKey,
+    ViolationState,
+)
 from ecr_automation.models.effects import Effect, EffectSink
 
 CLAIM_PREFIX = "tag#"
@@ -115,7 +123,7 @@ class TagLedger:
                 Key={"pk": item["pk"], "sk": item["sk"]},
                 UpdateExpression="SET " + ", ".join(f"#{name} = :{name}" for name in fields),
                 ConditionExpression="attribute_not_exists(#digest) AND "
-                "(attribute_not_exists(released_at) OR released_at < :pushed_at)",
+                "(attribute_not_exists(released_at) OR released_at <= :pushed_at)",
                 ExpressionAttributeNames={f"#{name}": name for name in fields},
                 ExpressionAttributeValues={f":{name}": value for name, value in fields.items()},
                 ReturnValues="ALL_NEW",
@@ -138,6 +146,7 @@ class TagLedger:
     def hand_over(self, previous: Claim, digest: str, pushed_at: datetime, event_id: str) -> Claim:
         """Give ``previous``'s tag to ``digest``, only if the claim is still exactly ``previous``."""
         item = self._claim_item(previous.repository, previous.tag, digest, pushed_at, event_id)
+        item["handed_over_from"] = {"S": previous.digest}
         if previous.released_at is not None:
             item["released_at"] = {"N": _epoch(previous.released_at)}
         try:
@@ -145,7 +154,7 @@ class TagLedger:
                 TableName=self._table_name,
                 Item=item,
                 ConditionExpression="digest = :digest AND pushed_at = :pushed_at AND "
-                "(attribute_not_exists(released_at) OR released_at < :new_pushed_at)",
+                "(attribute_not_exists(released_at) OR released_at <= :new_pushed_at)",
                 ExpressionAttributeValues={
                     ":digest": {"S": previous.digest},
                     ":pushed_at": {"N": _epoch(previous.pushed_at)},
@@ -163,6 +172,26 @@ class TagLedger:
             )
         )
         return _claim_from_item(previous.repository, item)
+
+    def date_back(self, claim: Claim, pushed_at: datetime) -> Claim:
+        """An earlier push of the claimed digest dates the claim back (only if the claim is still as read)."""
+        try:
+            self._dynamodb.update_item(
+                TableName=self._table_name,
+                Key={"pk": {"S": claim.repository.key}, "sk": {"S": CLAIM_PREFIX + claim.tag}},
+                UpdateExpression="SET pushed_at = :earlier",
+                ConditionExpression="digest = :digest AND pushed_at = :pushed_at",
+                ExpressionAttributeValues={
+                    ":earlier": {"N": _epoch(pushed_at)},
+                    ":digest": {"S": claim.digest},
+                    ":pushed_at": {"N": _epoch(claim.pushed_at)},
+                },
+            )
+        except ClientError as error:
+            if _is_condition_failure(error):
+                raise ClaimChangedError(f"claim on {claim.repository.name}:{claim.tag} changed; retry") from None
+            raise
+        return replace(claim, pushed_at=pushed_at)
 
     def record_unclaimed_delete(
         self, repository: RepositoryRef, tag: str, digest: str, deleted_at: datetime, event_id: str
@@ -208,10 +237,12 @@ class TagLedger:
         if previous is None:
             return None
         now = datetime.now(UTC)
+        # Event times have whole seconds: a push in the second of the release counts as after it.
+        released_at = now.replace(microsecond=0)
         record = {
             "tag": {"S": tag},
             "repository": {"S": repository.name},
-            "released_at": {"N": _epoch(now)},
+            "released_at": {"N": _epoch(released_at)},
             "released_reason": {"S": reason},
             "released_by": {"S": actor},
             "previous_digest": {"S": previous.digest},
@@ -245,7 +276,11 @@ class TagLedger:
 
     # -- violations --------------------------------------------------------------------------------
     def record_violation(self, key: ViolationKey, event_id: str) -> ViolationState:
-        """Record a violation before acting on it; an earlier record says who has it and how far they got."""
+        """Record a violation before acting on it; an earlier record says who has it and how far they got.
+
+        A new record is also noted on the tag's claim until it is alerted, so that any later look at the
+        claim (the retry of this event above all) sees an alert still owed.
+        """
         try:
             self._dynamodb.put_item(
                 TableName=self._table_name,
@@ -267,11 +302,27 @@ class TagLedger:
             if not _is_condition_failure(error):
                 raise
             found = error.response.get("Item") or self._read(key.repository, _violation_key(key)) or {}
-            closed = bool(found.get("closed", {}).get("BOOL"))  # type: ignore[attr-defined]
-            if closed:
+            if found.get("closed", {}).get("BOOL"):  # type: ignore[attr-defined]
                 return ViolationState.CLOSED
-            ours = found.get("event_id", {}).get("S") == event_id  # type: ignore[attr-defined]
-            return ViolationState.PENDING if ours else ViolationState.TAKEN
+            ours = {found.get("event_id", {}).get("S"), found.get("alerting", {}).get("S")}  # type: ignore[attr-defined]
+            return ViolationState.PENDING if event_id in ours else ViolationState.TAKEN
+        pending = {
+            "change": key.change,
+            "offending": key.offending_digest,
+            "occurrence": key.occurrence,
+            "event": event_id,
+        }
+        try:
+            self._dynamodb.update_item(
+                TableName=self._table_name,
+                Key={"pk": {"S": key.repository.key}, "sk": {"S": CLAIM_PREFIX + key.tag}},
+                UpdateExpression="SET pending_violation = :pending",
+                ConditionExpression="attribute_exists(digest)",
+                ExpressionAttributeValues={":pending": {"S": json.dumps(pending, sort_keys=True)}},
+            )
+        except ClientError as error:
+            if not _is_condition_failure(error):  # no claim to note it on: the record itself still says it
+                raise
         return ViolationState.NEW
 
     def claim_alert(self, key: ViolationKey, event_id: str) -> bool:
@@ -290,13 +341,33 @@ class TagLedger:
             raise
         return True
 
-    def close_violation(self, key: ViolationKey, detail: dict[str, Any]) -> None:
+    def close_violation(self, key: ViolationKey, detail: dict[str, Any] | None) -> None:
+        """Close a violation: alerted with ``detail``, or (None) found already undone, owing nothing."""
+        values: dict[str, Any] = {":yes": {"BOOL": True}, ":alerted": {"BOOL": detail is not None}}
+        update = "SET closed = :yes, alerted = :alerted"
+        if detail is not None:
+            update += ", detail = :detail"
+            values[":detail"] = {"S": json.dumps(detail, sort_keys=True)}
         self._dynamodb.update_item(
             TableName=self._table_name,
             Key={"pk": {"S": key.repository.key}, "sk": {"S": _violation_key(key)}},
-            UpdateExpression="SET closed = :yes, alerted = :yes, detail = :detail",
-            ExpressionAttributeValues={":yes": {"BOOL": True}, ":detail": {"S": json.dumps(detail, sort_keys=True)}},
+            UpdateExpression=update,
+            ExpressionAttributeValues=values,
         )
+        try:  # the alert is no longer owed (unless another violation was noted since)
+            self._dynamodb.update_item(
+                TableName=self._table_name,
+                Key={"pk": {"S": key.repository.key}, "sk": {"S": CLAIM_PREFIX + key.tag}},
+                UpdateExpression="REMOVE pending_violation",
+                ConditionExpression="contains(pending_violation, :occurrence) AND contains(pending_violation, :digest)",
+                ExpressionAttributeValues={
+                    ":occurrence": {"S": key.occurrence},
+                    ":digest": {"S": key.offending_digest},
+                },
+            )
+        except ClientError as error:
+            if not _is_condition_failure(error):
+                raise
 
     def actor_of(self, repository: RepositoryRef, action: str, tag: str, digest: str) -> str | None:
         item = self._read(repository, f"{ACTOR_PREFIX}{action}#{tag}#{digest}")
@@ -472,4 +543,13 @@ def _claim_from_item(repository: RepositoryRef, item: dict[str, Any]) -> Claim:
         claimed_at=item["claimed_at"]["S"],
         deleted_after=_deleted_after(item, pushed_at),
         released_at=_moment(item["released_at"]["N"]) if "released_at" in item else None,
+        handed_over_from=item["handed_over_from"]["S"] if "handed_over_from" in item else None,
+        pending_violation=_pending(item),
     )
+
+
+def _pending(item: dict[str, Any]) -> PendingViolation | None:
+    if "pending_violation" not in item:
+        return None
+    noted = json.loads(item["pending_violation"]["S"])
+    return PendingViolation(noted["change"], noted["offending"], noted["occurrence"], noted["event"])

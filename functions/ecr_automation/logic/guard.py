@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any, Protocol
 
 from ecr_automation.logic.ownership import Ownership, Settlement, is_guarded
-from ecr_automation.logic.ports import ClaimLedger, Publisher, Registry, ViolationLedger
+from ecr_automation.logic.ports import ClaimLedger, LeaseLedger, Publisher, Registry, ViolationLedger
 from ecr_automation.models.domain import (
     USER_AGENT_MARKER,
     Claim,
@@ -35,11 +35,13 @@ ATTRIBUTED_DETAIL_TYPE = "Tag Guard Violation Attributed"
 UNKNOWN_ACTOR = "an unknown actor"
 MOVED, DELETED = "moved", "deleted"
 ACTION_OF_API_CALL = {"PutImage": "PUSH", "BatchDeleteImage": "DELETE"}
+# Every change the guard makes to a protected tag is made under this tag's lease (`lock#tag#<tag>`).
+TAG_LEASE_PREFIX = "tag#"
 # A push delivered later than this after it happened is checked against the registry before it is trusted.
 LATE_DELIVERY = timedelta(seconds=60)
 
 
-class GuardLedger(ClaimLedger, ViolationLedger, Protocol):
+class GuardLedger(ClaimLedger, ViolationLedger, LeaseLedger, Protocol):
     pass
 
 
@@ -190,8 +192,33 @@ class TagGuard:
 
     # -- pushes ------------------------------------------------------------------------------------
     def _on_push(self, event: ImageActionEvent, rule: GuardRule, repository: RepositoryRef, tag: str) -> GuardOutcome:
+        """Claim, and where the registry may disagree with the claim, decide again and act under the tag's lease.
+
+        The common case, a push claimed for itself and delivered promptly, takes one write and no lease.
+        Every change the guard makes to a protected tag happens under that tag's lease, after reading
+        the claim afresh, so two invocations can never act on different ideas of who owns the tag.
+        """
         pushed = event.detail.image_digest
-        settlement = self._ownership.settle(repository, tag, pushed, event.time, event.id)
+        settlement = self._ownership.settle(repository, tag, pushed, event.time, event.id, hand_over=False)
+        claim = settlement.claim
+        if claim is None:
+            return _stale(tag, settlement)
+        if claim.digest == pushed and claim.pending_violation is None:
+            # Trusted as it stands only when claimed afresh for this very push, delivered promptly, with no
+            # delete recorded against it; otherwise (a late push, a repeated one, a hand-over whose revert
+            # may not have happened) checked against the registry.
+            late = self._clock() - event.time > LATE_DELIVERY
+            fresh = claim.event_id == event.id and claim.handed_over_from is None and claim.deleted_after is None
+            if (fresh and not late) or self._registry.digest_of_tag(repository, tag) == pushed:
+                return GuardOutcome(GuardResult.CLAIMED if settlement.created else GuardResult.UNCHANGED, tag)
+        with self._ledger.hold(repository, TAG_LEASE_PREFIX + tag, owner=event.id):
+            return self._settle_push(event, rule, repository, tag)
+
+    def _settle_push(
+        self, event: ImageActionEvent, rule: GuardRule, repository: RepositoryRef, tag: str
+    ) -> GuardOutcome:
+        pushed = event.detail.image_digest
+        settlement = self._ownership.settle(repository, tag, pushed, event.time, event.id, hand_over=True)
         claim = settlement.claim
         if claim is None:
             return _stale(tag, settlement)
@@ -203,14 +230,10 @@ class TagGuard:
                 event, rule, claim, suspect=settlement.previous.digest, change=MOVED, success=GuardResult.HANDED_OVER
             )
             return GuardOutcome(outcome.result, tag, outcome.violation, [note, *outcome.notes])
-        # The owner's own push. The claim made for it is checked against the registry when its delete was
-        # delivered first, or when the push itself arrived late (more may have happened meanwhile); another
-        # push of the same image always is.
-        late = self._clock() - event.time > LATE_DELIVERY
-        if claim.event_id == event.id and claim.deleted_after is None and not late:  # claimed for this very push
-            return GuardOutcome(GuardResult.CLAIMED if settlement.created else GuardResult.UNCHANGED, tag)
         current = self._registry.digest_of_tag(repository, tag)
         if current == pushed:
+            if claim.pending_violation is not None:
+                return self._alert_owed(event, rule, claim)
             return GuardOutcome(GuardResult.CLAIMED if settlement.created else GuardResult.UNCHANGED, tag)
         change, success = (MOVED, GuardResult.REVERTED) if current else (DELETED, GuardResult.RESTORED)
         return self._enforce(event, rule, claim, suspect=current, change=change, success=success)
@@ -223,18 +246,34 @@ class TagGuard:
             if self._ledger.record_unclaimed_delete(repository, tag, deleted, event.time, event.id):
                 note = "no claim yet: remembered, so a late push of it is put back (else run guard backfill)"
                 return GuardOutcome(GuardResult.UNCLAIMED_DELETE, tag, notes=[note])
-            claim = self._ledger.current_claim(repository, tag)  # claimed meanwhile: handle it as claimed
-            if claim is None:
-                return GuardOutcome(GuardResult.UNCLAIMED_DELETE, tag)
+        elif claim.pending_violation is None and self._registry.digest_of_tag(repository, tag) == claim.digest:
+            return GuardOutcome(GuardResult.ALREADY_RESTORED, tag)
+        with self._ledger.hold(repository, TAG_LEASE_PREFIX + tag, owner=event.id):
+            return self._settle_delete(event, rule, repository, tag)
+
+    def _settle_delete(
+        self, event: ImageActionEvent, rule: GuardRule, repository: RepositoryRef, tag: str
+    ) -> GuardOutcome:
+        claim = self._ledger.current_claim(repository, tag)  # afresh: claimed meanwhile, or handed over
+        if claim is None:
+            return GuardOutcome(GuardResult.UNCLAIMED_DELETE, tag)
         current = self._registry.digest_of_tag(repository, tag)
         if current == claim.digest:
+            if claim.pending_violation is not None:
+                return self._alert_owed(event, rule, claim)
             return GuardOutcome(GuardResult.ALREADY_RESTORED, tag)
-        if event.detail.image_digest != claim.digest:
-            # The tag was deleted from an image that had taken it over (the guard's own revert in an
-            # immutable repository does this): that move was the violation, already reported.
-            enforcement = self._make_registry_agree(rule, claim, suspect=current, success=GuardResult.RESTORED)
-            return GuardOutcome(enforcement.handling, tag, notes=["deleted from a non-owner: owner's tag put back"])
-        return self._enforce(event, rule, claim, suspect=current, change=DELETED, success=GuardResult.RESTORED)
+        if current is not None:
+            # Deleted, and already pushed over by another image (all an IMMUTABLE repository lets anyone do):
+            # one incident, the move, whichever of the two events arrives first.
+            return self._enforce(event, rule, claim, suspect=current, change=MOVED, success=GuardResult.REVERTED)
+        deleted = event.detail.image_digest
+        if deleted != claim.digest:
+            # Deleted from an image that had taken it over: that move is the violation (reported once,
+            # whether its own PUSH event arrives before, after, or never).
+            return self._enforce(
+                event, rule, claim, suspect=None, change=MOVED, success=GuardResult.RESTORED, offending=deleted
+            )
+        return self._enforce(event, rule, claim, suspect=None, change=DELETED, success=GuardResult.RESTORED)
 
     def _on_delete_by_digest(self, event: ImageActionEvent, rule: GuardRule, repository: RepositoryRef) -> GuardOutcome:
         """An image deleted by digest takes every tag with it: each protected one it held is a violation."""
@@ -242,10 +281,16 @@ class TagGuard:
         claims = [claim for claim in self._ledger.claims(repository) if claim.digest == deleted]
         if not claims:
             return GuardOutcome(GuardResult.NOT_PROTECTED, None, notes=["the deleted image held no claimed tag"])
-        outcomes = [
-            self._enforce(event, rule, claim, suspect=None, change=DELETED, success=GuardResult.RESTORED)
-            for claim in claims
-        ]
+        outcomes = []
+        for claim in claims:
+            with self._ledger.hold(repository, TAG_LEASE_PREFIX + claim.tag, owner=event.id):
+                fresh = self._ledger.current_claim(repository, claim.tag)
+                if fresh is not None and fresh.digest == deleted:
+                    outcomes.append(
+                        self._enforce(event, rule, fresh, suspect=None, change=DELETED, success=GuardResult.RESTORED)
+                    )
+        if not outcomes:
+            return GuardOutcome(GuardResult.NOT_PROTECTED, None, notes=["the deleted image's claims moved on"])
         worst = next((outcome for outcome in outcomes if outcome.violation is not None), outcomes[0])
         tags = [claim.tag for claim in claims]
         return GuardOutcome(worst.result, worst.tag, worst.violation, notes=[f"claimed tags deleted: {tags}"])
@@ -257,11 +302,15 @@ class TagGuard:
         restored = event.detail.image_digest
         put_back = []
         for claim in self._ledger.claims(repository):
-            if claim.digest != restored:
+            if claim.digest != restored or self._registry.digest_of_tag(repository, claim.tag) == restored:
                 continue
-            holder = self._registry.digest_of_tag(repository, claim.tag)
-            if holder != restored:  # gone meanwhile, or held by an image pushed over it while archived
-                enforcement = self._make_registry_agree(rule, claim, suspect=holder, success=GuardResult.RESTORED)
+            with self._ledger.hold(repository, TAG_LEASE_PREFIX + claim.tag, owner=event.id):
+                fresh = self._ledger.current_claim(repository, claim.tag)
+                holder = self._registry.digest_of_tag(repository, claim.tag)
+                if fresh is None or fresh.digest != restored or holder == restored:
+                    continue
+                # Gone meanwhile, or held by an image pushed over it while archived: that one is kept aside.
+                enforcement = self._make_registry_agree(rule, fresh, suspect=holder, success=GuardResult.RESTORED)
                 if enforcement.changed:
                     put_back.append(claim.tag)
         result = GuardResult.RESTORED if put_back else GuardResult.UNCHANGED
@@ -277,31 +326,42 @@ class TagGuard:
         suspect: str | None,
         change: str,
         success: GuardResult,
+        offending: str | None = None,
+        occurrence: str | None = None,
+        owed: bool = False,
     ) -> GuardOutcome:
         """Make the registry agree with ``claim`` and report the violation once.
 
-        The violation is recorded before anything is changed and closed after it is published: a crash in
-        between alerts on the event's retry, a replay of a finished one alerts nothing, and of several
-        invocations that undid parts of one incident concurrently exactly one alerts (a conditional write
+        The violation is recorded (and noted on the claim) before anything is changed, and closed after it
+        is published: a crash in between leaves an alert owed, which the next look at the tag sends; of
+        several invocations that undid parts of one incident exactly one alerts (a conditional write
         decides which); where the change had already been undone nothing new is said.
         """
-        offending = suspect if change == MOVED and suspect else claim.digest
-        occurrence = claim.digest if change == MOVED else event.id
+        offending = offending or (suspect if change == MOVED and suspect else claim.digest)
+        occurrence = occurrence or (claim.digest if change == MOVED else event.id)
         key = ViolationKey(claim.repository, change, claim.tag, offending, occurrence)
         state = self._ledger.record_violation(key, event.id)
         if self._rules.is_pull_through_cache(claim.repository.name):
             enforcement = self._follow_upstream(claim, suspect)
         else:
             enforcement = self._make_registry_agree(rule, claim, suspect=suspect, success=success)
+        if state is ViolationState.CLOSED and enforcement.changed and event.detail.image_digest == offending:
+            # The same image pushed over the same release again, after the first was undone: a new incident.
+            key = replace(key, occurrence=f"{occurrence}#{event.id}")
+            state = self._ledger.record_violation(key, event.id)
         acted = enforcement.changed or enforcement.handling in {
             GuardResult.UNRECOVERABLE,
             GuardResult.REFUSED,
             GuardResult.DRY_RUN,
             GuardResult.MIRRORED,
         }
-        # Whoever undid the change (or found it cannot be undone) alerts; so does the retry of an attempt
-        # that may have undone it before it died. Of several, one wins the alert.
-        alerts = state is not ViolationState.CLOSED and (acted or state is ViolationState.PENDING)
+        # Whoever undid the change (or found it cannot be undone) alerts; so does anyone finding an alert
+        # owed, and the retry of an attempt that may have undone it before it died. One wins the alert.
+        alerts = state is not ViolationState.CLOSED and (acted or owed or state is ViolationState.PENDING)
+        if state is ViolationState.NEW and not acted and not owed:
+            # Recorded, then found undone already (changes to a tag are serialised by its lease, so
+            # nobody else is undoing it right now): nothing is owed.
+            self._ledger.close_violation(key, None)
         if not alerts or not self._ledger.claim_alert(key, event.id):
             result = enforcement.handling if acted else GuardResult.ALREADY_RESTORED
             return GuardOutcome(result, claim.tag, notes=["already undone; reported once, elsewhere"])
@@ -325,6 +385,25 @@ class TagGuard:
         self._publisher.publish(VIOLATION_DETAIL_TYPE, detail, [claim.repository.arn])
         self._ledger.close_violation(key, detail)
         return GuardOutcome(enforcement.handling, claim.tag, violation)
+
+    def _alert_owed(self, event: ImageActionEvent, rule: GuardRule, claim: Claim) -> GuardOutcome:
+        """A violation of this tag was recorded and its alert never sent (its attempt died): send it now."""
+        pending = claim.pending_violation
+        if pending is None:
+            return GuardOutcome(GuardResult.UNCHANGED, claim.tag)
+        suspect = pending.offending_digest if pending.change == MOVED else None
+        success = GuardResult.REVERTED if pending.change == MOVED else GuardResult.RESTORED
+        return self._enforce(
+            event,
+            rule,
+            claim,
+            suspect=suspect,
+            change=pending.change,
+            success=success,
+            offending=pending.offending_digest,
+            occurrence=pending.occurrence,
+            owed=True,
+        )
 
     def _make_registry_agree(
         self, rule: GuardRule, claim: Claim, *, suspect: str | None, success: GuardResult
@@ -354,6 +433,8 @@ class TagGuard:
                 self._registry.untag(repository, tag, reason=f"{reason}: removed from {short_digest(holder)}")
                 suspect = holder
             outcome = self._registry.put_tag(owner, tag, reason=reason, kind=_put_kind(success))
+        if success is GuardResult.HANDED_OVER and outcome in {PutOutcome.WRITTEN, PutOutcome.ALREADY_THERE}:
+            self._release_from_quarantine(rule, owner)
         if suspect and suspect != claim.digest and quarantine is None:
             if rule.on_violation == "quarantine":
                 quarantine = self._quarantine(rule, images.get(suspect, ImageUnavailable.GONE), tag)
@@ -367,6 +448,12 @@ class TagGuard:
             quarantine_tag=quarantine.tag,
             quarantine_error=quarantine.error,
         )
+
+    def _release_from_quarantine(self, rule: GuardRule, owner: ImageManifest) -> None:
+        """An owner proved right by a late event was quarantined meanwhile: it is a release again."""
+        quarantine_tag = rule.quarantine_tag_for(owner.digest)
+        if self._registry.digest_of_tag(owner.repository, quarantine_tag) == owner.digest:
+            self._registry.untag(owner.repository, quarantine_tag, reason="owner of its tag after all")
 
     def _quarantine(self, rule: GuardRule, image: ImageManifest | ImageUnavailable, tag: str) -> Quarantine:
         """Keep the offending image under its quarantine tag; a failure is reported, never raised."""

@@ -44,15 +44,30 @@ class Ownership:
         self._registry = registry
 
     def settle(
-        self, repository: RepositoryRef, tag: str, digest: str, pushed_at: datetime, event_id: str
+        self,
+        repository: RepositoryRef,
+        tag: str,
+        digest: str,
+        pushed_at: datetime,
+        event_id: str,
+        *,
+        hand_over: bool,
     ) -> Settlement:
+        """The owner after weighing this push; with ``hand_over`` an earlier push takes the claim over.
+
+        Only the guard hands over, under the tag's lease, because it makes the registry agree at once.
+        """
         attempt = self._ledger.claim(repository, tag, digest, pushed_at, event_id)
         claim = attempt.claim
         if claim is None:
             return Settlement(None, released_at=attempt.released_at)
-        if claim.digest != digest and claim.released_at is not None and pushed_at <= claim.released_at:
+        if claim.digest != digest and claim.released_at is not None and pushed_at < claim.released_at:
             return Settlement(None, released_at=claim.released_at)  # from before the release: no say now
-        if claim.digest == digest or not self._pushed_earlier(repository, digest, pushed_at, claim):
+        if claim.digest == digest:
+            if pushed_at < claim.pushed_at:  # an earlier push of the same image: the claim dates from it
+                claim = self._ledger.date_back(claim, pushed_at)
+            return Settlement(claim, created=attempt.created)
+        if not hand_over or not self._pushed_earlier(repository, digest, pushed_at, claim):
             return Settlement(claim, created=attempt.created)
         return Settlement(self._ledger.hand_over(claim, digest, pushed_at, event_id), previous=claim)
 
@@ -84,5 +99,7 @@ class ClaimAcceptance:
             return True
         repository = RepositoryRef(event.account, event.region, detail.repository_name)
         tag = detail.image_tag or ""
-        settlement = self._ownership.settle(repository, tag, detail.image_digest, event.time, event.id)
+        # An earlier push than the claim's is not accepted yet: the guard hands the tag over to it, and
+        # the PUSH event of the guard's own revert brings it back here, accepted.
+        settlement = self._ownership.settle(repository, tag, detail.image_digest, event.time, event.id, hand_over=False)
         return settlement.owned_by(detail.image_digest)

@@ -104,6 +104,20 @@ class Claim:
     deleted_after: datetime | None = None
     # When an operator last released the tag: no push dated before it may ever own it again.
     released_at: datetime | None = None
+    # The digest this claim was handed over from, while the registry may still show it.
+    handed_over_from: str | None = None
+    # A violation recorded for this tag and not alerted yet (its attempt died): the next look alerts it.
+    pending_violation: PendingViolation | None = None
+
+
+@dataclass(frozen=True)
+class PendingViolation:
+    """Enough of a recorded, unalerted violation to redo it: what changed, by which digest, in which event."""
+
+    change: str
+    offending_digest: str
+    occurrence: str
+    event_id: str
 
 
 @dataclass(frozen=True)

@@ -58,6 +58,8 @@ def _assume_utc(value: datetime) -> datetime:
 
 
 InspectorTime = Annotated[datetime, BeforeValidator(_parse_inspector_time), AfterValidator(_assume_utc)]
+# EventBridge always sends UTC with a "Z"; a time without a zone is read as UTC, never compared naive.
+AwareTime = Annotated[datetime, AfterValidator(_assume_utc)]
 
 
 def _repository_name_from_arn(value: object) -> object:
@@ -369,6 +371,7 @@ class _EcrEvent(EventBridgeModel):
     source: Literal["aws.ecr"]
     account: AccountId
     region: str = Field(min_length=1)
+    time: AwareTime
 
 
 class _InspectorEvent(EventBridgeModel):
@@ -376,6 +379,7 @@ class _InspectorEvent(EventBridgeModel):
     source: Literal["aws.inspector2"]
     account: AccountId
     region: str = Field(min_length=1)
+    time: AwareTime
 
 
 class _ApplicationEvent(EventBridgeModel):
@@ -383,6 +387,7 @@ class _ApplicationEvent(EventBridgeModel):
     source: Literal["ecr-automation"]
     account: AccountId
     region: str = Field(min_length=1)
+    time: AwareTime
 
 
 class ImageActionEvent(_EcrEvent):
