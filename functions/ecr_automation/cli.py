@@ -9,10 +9,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
 import sys
 import warnings
-from collections import deque
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -58,22 +56,14 @@ def _overrides(args: argparse.Namespace) -> dict[str, str]:
     return overrides
 
 
-@contextlib.contextmanager
-def _embedded(template: Any) -> Any:
-    from ecr_automation.local.runner import scoped_environment  # noqa: PLC0415
-    from ecr_automation.local.standin import FAKE_CREDENTIALS, LocalWorld, embedded_aws  # noqa: PLC0415
-
-    # Point the SDK at nothing real: fake credentials, and no endpoint override that would bypass moto.
-    endpoints = tuple(name for name in os.environ if name.startswith("AWS_ENDPOINT_URL"))
-    with scoped_environment(FAKE_CREDENTIALS, unset=endpoints), embedded_aws():
-        world = LocalWorld(template)
-        world.create_template_resources()
-        yield world
-
-
 def cmd_invoke(args: argparse.Namespace, out: TextIO) -> int:
     from ecr_automation.adapters.clients import AwsClients  # noqa: PLC0415
-    from ecr_automation.local.runner import LocalRunner, names_only_resolver  # noqa: PLC0415
+    from ecr_automation.local.runner import (  # noqa: PLC0415
+        LocalRunner,
+        Resolver,
+        names_only_resolver,
+    )
+    from ecr_automation.local.simulation import embedded_world  # noqa: PLC0415
 
     template = _template(args.template)
     if args.function not in template.functions():
@@ -83,8 +73,9 @@ def cmd_invoke(args: argparse.Namespace, out: TextIO) -> int:
     event = _read_json(args.event)
     overrides = _overrides(args)
     with contextlib.ExitStack() as stack:
+        resolver: Resolver
         if args.embedded:
-            world = stack.enter_context(_embedded(template))
+            world = stack.enter_context(embedded_world(template))
             world.apply(event)
             resolver = (world.reference, world.attribute)
         else:
@@ -111,47 +102,6 @@ def cmd_invoke(args: argparse.Namespace, out: TextIO) -> int:
     return EXIT_OK
 
 
-def run_simulation(
-    template: Any,
-    inputs: list[tuple[str, object]],
-    out: TextIO,
-    *,
-    overrides: dict[str, str],
-    findings: list[dict[str, Any]] | None = None,
-    bound: int | None = None,
-    verbose: bool = False,
-    on_input: Any = None,
-) -> tuple[list[str], dict[str, dict[str, str]]]:
-    """Run ``inputs`` (events or loaded scenarios) in order on the embedded stand-in; returns errors and final tags."""
-    from ecr_automation.local.runner import DEFAULT_EVENT_BOUND, EventRouter, LocalRunner  # noqa: PLC0415
-    from ecr_automation.local.scenario import Scenario, play  # noqa: PLC0415
-    from ecr_automation.local.standin import ObservedClients  # noqa: PLC0415
-
-    with _embedded(template) as world:
-        if findings:
-            world.inject_findings(findings)
-        feedback: deque[dict[str, Any]] = deque()
-        runner = LocalRunner(
-            template,
-            clients=ObservedClients(feedback.append),
-            resolver=(world.reference, world.attribute),
-            out=out,
-            overrides=overrides,
-            verbose=verbose,
-        )
-        router = EventRouter(runner, feedback=feedback, bound=bound or DEFAULT_EVENT_BOUND)
-        for label, item in inputs:
-            if router.stopped:
-                break
-            if on_input is not None:
-                on_input(label)
-            if isinstance(item, Scenario):
-                play(item, world, router, out)
-            else:
-                router.deliver(label, item, apply=world.apply)
-        return router.report.errors, world.state()
-
-
 def _simulation_input(path: str) -> object:
     """An event file as it is, or a scenario file loaded (recognised by its keys)."""
     from ecr_automation.local.scenario import ScenarioError, is_scenario, load_scenario  # noqa: PLC0415
@@ -176,6 +126,8 @@ def _findings(path: str | None) -> list[dict[str, Any]] | None:
 
 
 def cmd_simulate(args: argparse.Namespace, out: TextIO) -> int:
+    from ecr_automation.local.simulation import run_simulation  # noqa: PLC0415
+
     template = _template(args.template)
     inputs = [(path, _simulation_input(path)) for path in args.events]
     errors, state = run_simulation(

@@ -24,9 +24,9 @@ import re2
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ecr_automation.config import ConfigurationError
-from ecr_automation.logic.versions import MAX_TAG_LENGTH, is_release_tag
 from ecr_automation.models.domain import short_digest
 from ecr_automation.models.events import DIGEST_PATTERN, IMAGE_TAG_PATTERN, Severity
+from ecr_automation.models.versions import MAX_TAG_LENGTH, is_release_tag
 
 
 class _PatternMatch(Protocol):
@@ -151,7 +151,7 @@ class _Section(BaseModel):
 class GuardRule(_Section):
     """Which tags belong to the first digest that claimed them, and what happens to an impostor."""
 
-    # Every release tag, as the one version grammar defines it (logic/versions.py): the tags that
+    # Every release tag, as the one version grammar defines it (models/versions.py): the tags that
     # move floating aliases are exactly the tags that can never move.
     protect_releases: bool = True
     # Further protected patterns, searched anywhere in the tag unless anchored.

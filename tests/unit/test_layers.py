@@ -16,7 +16,7 @@ LOGIC_MODULES = (
     "ecr_automation.logic.guard",
     "ecr_automation.logic.retag",
     "ecr_automation.logic.ownership",
-    "ecr_automation.logic.versions",
+    "ecr_automation.models.versions",
 )
 
 PROBE = f"""

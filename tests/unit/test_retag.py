@@ -20,9 +20,9 @@ from ecr_automation.logic.retag import (
     pattern_tags,
     promotion_tags,
 )
-from ecr_automation.logic.versions import Version, parse_version
 from ecr_automation.models.domain import RepositoryRef, short_digest
 from ecr_automation.models.events import ImageActionEvent, ImageScanEvent, InspectorScanEvent, SeverityCounts
+from ecr_automation.models.versions import Version, parse_version
 from ecr_automation.rules import AliasRule, GuardRule, PatternRule, PromoteRule, RetagRule, Rules, parse_rules
 from tests.support import builders
 from tests.support.fakes import FakeLedger, FakeRegistry

@@ -8,7 +8,7 @@ from itertools import pairwise
 import pytest
 import re2
 
-from ecr_automation.logic.versions import (
+from ecr_automation.models.versions import (
     MAX_TAG_LENGTH,
     RELEASE_TAG_PATTERN,
     Version,

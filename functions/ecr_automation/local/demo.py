@@ -111,7 +111,7 @@ class _Narrator:
 
 
 def run_demo(template: SamTemplate, out: TextIO) -> int:
-    from ecr_automation.cli import run_simulation  # noqa: PLC0415
+    from ecr_automation.local.simulation import run_simulation  # noqa: PLC0415
 
     out.write("ecr-automation demo: the template's functions on an embedded AWS stand-in (moto),\n")
     out.write("events routed by the template's EventBridge rules, the functions' own writes fed back as events.\n")

@@ -17,7 +17,6 @@ from typing import Any, Protocol
 
 from ecr_automation.logic.ownership import is_guarded
 from ecr_automation.logic.ports import ImageGraph, Lease, LeaseLedger, Registry
-from ecr_automation.logic.versions import Version, highest_version, parse_version
 from ecr_automation.models.domain import (
     ImageManifest,
     ImageUnavailable,
@@ -34,6 +33,7 @@ from ecr_automation.models.events import (
     Severity,
     SeverityCounts,
 )
+from ecr_automation.models.versions import Version, highest_version, parse_version
 from ecr_automation.rules import AliasRule, PromoteRule, RetagRule, Rules, render_template
 
 RetagEvent = ImageActionEvent | ImageScanEvent | InspectorScanEvent
