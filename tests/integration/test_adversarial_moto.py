@@ -6,11 +6,8 @@ with failures or concurrency real AWS produces, and reads the outcome back from 
 
 from __future__ import annotations
 
-import contextlib
-import json
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -19,14 +16,9 @@ from ecr_automation.adapters import ledger as ledger_module
 from ecr_automation.adapters.clients import AwsClients
 from ecr_automation.adapters.ledger import LeaseLostError, TagLedger
 from ecr_automation.adapters.publisher import EventPublisher
-from ecr_automation.config import settings_from_environment
-from ecr_automation.dependencies import Dependencies, use_dependencies
-from ecr_automation.handlers import retag as retag_handler
-from ecr_automation.handlers import tag_guard
-from ecr_automation.local.runner import LambdaContext
 from ecr_automation.models.domain import RepositoryRef
-from ecr_automation.models.effects import CollectingSink
 from tests.support import builders
+from tests.support.guard_stack import GuardStack, guard_stack
 from tests.support.moto_server import MotoServer
 
 ACCOUNT, REGION, REPOSITORY = "123456789012", "us-east-1", "team/web"
@@ -46,83 +38,22 @@ def second(value: int) -> str:
     return f"2026-11-28T12:00:{value:02d}Z"
 
 
-@dataclass
-class Stack:
-    aws: MotoServer
-    sink: CollectingSink
-
-    @property
-    def ecr(self) -> Any:
-        return self.aws.client("ecr")
-
-    def push(self, seed: str, *tags: str) -> str:
-        body = builders.image_manifest(seed)
-        digest = builders.digest_of(body)
-        for tag in tags or (None,):
-            kwargs = {"imageTag": tag} if tag else {}
-            with contextlib.suppress(self.ecr.exceptions.ImageAlreadyExistsException):
-                self.ecr.put_image(
-                    repositoryName=REPOSITORY,
-                    imageManifest=body,
-                    imageManifestMediaType=OCI_MANIFEST,
-                    imageDigest=digest,
-                    **kwargs,
-                )
-        return digest
-
+class Stack(GuardStack):
     def guard(self, raw: dict[str, Any]) -> dict[str, Any]:
-        result: dict[str, Any] = tag_guard.lambda_handler(raw, LambdaContext("TagGuardFunction"))  # type: ignore[arg-type]
-        return result
+        return self.invoke(raw)
 
-    def retag(self, raw: dict[str, Any]) -> dict[str, Any]:
-        result: dict[str, Any] = retag_handler.lambda_handler(raw, LambdaContext("RetagFunction"))  # type: ignore[arg-type]
-        return result
-
-    def tag(self, tag: str) -> str | None:
-        try:
-            details = self.ecr.describe_images(repositoryName=REPOSITORY, imageIds=[{"imageTag": tag}])["imageDetails"]
-        except self.ecr.exceptions.ImageNotFoundException:
-            return None
-        return str(details[0]["imageDigest"])
-
-    def claim(self) -> str | None:
-        item = (
-            self.aws.client("dynamodb")
-            .get_item(TableName="ledger", Key={"pk": {"S": REPO.key}, "sk": {"S": f"tag#{TAG}"}}, ConsistentRead=True)
-            .get("Item")
-        )
+    def claim(self) -> str | None:  # type: ignore[override]
+        item = super().claim(TAG)
         return item["digest"]["S"] if item and "digest" in item else None
 
     def violations(self) -> list[dict[str, Any]]:
-        sqs = self.aws.client("sqs")
-        url = sqs.get_queue_url(QueueName="violations")["QueueUrl"]
-        received: list[dict[str, Any]] = []
-        while messages := sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages", []):
-            for message in messages:
-                received.append(json.loads(message["Body"]))
-                sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
-        return [item for item in received if item["detail-type"] == "Tag Guard Violation"]
+        return [item for item in self.published() if item["detail-type"] == "Tag Guard Violation"]
 
 
 @pytest.fixture
 def stack(aws: MotoServer, monkeypatch: pytest.MonkeyPatch) -> Iterator[Stack]:
-    for name, value in aws.env().items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.setenv("TAG_LEDGER_TABLE", "ledger")
-    monkeypatch.delenv("IDEMPOTENCY_TABLE", raising=False)
-    aws.client("ecr").create_repository(repositoryName=REPOSITORY)
-    builders.create_table_like(aws.client("dynamodb"), "TagLedgerTable", "ledger")
-    sqs = aws.client("sqs")
-    queue_arn = sqs.get_queue_attributes(
-        QueueUrl=sqs.create_queue(QueueName="violations")["QueueUrl"], AttributeNames=["QueueArn"]
-    )["Attributes"]["QueueArn"]
-    events = aws.client("events")
-    events.put_rule(Name="violations", EventPattern=json.dumps({"source": ["ecr-automation"]}))
-    events.put_targets(Rule="violations", Targets=[{"Id": "queue", "Arn": queue_arn}])
-    sink = CollectingSink()
-    use_dependencies(Dependencies(settings_from_environment(), clients=AwsClients(), sink=sink))
-    yield Stack(aws, sink)
-    use_dependencies(None)
+    with guard_stack(aws, monkeypatch) as shared:
+        yield Stack(shared.aws, shared.sink)
 
 
 def quarantine(digest: str) -> str:

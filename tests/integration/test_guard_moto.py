@@ -8,7 +8,6 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -17,105 +16,33 @@ import pytest
 from ecr_automation.adapters.clients import AwsClients
 from ecr_automation.config import settings_from_environment
 from ecr_automation.dependencies import Dependencies, use_dependencies
-from ecr_automation.handlers import tag_guard
-from ecr_automation.local.runner import LambdaContext
-from ecr_automation.models.effects import CollectingSink
 from tests.conftest import EVENTS
 from tests.support import builders
+from tests.support.guard_stack import GuardStack as SharedGuardStack
+from tests.support.guard_stack import guard_stack
 from tests.support.moto_server import MotoServer
 
 ACCOUNT, REGION, REPOSITORY = "123456789012", "us-east-1", "team/web"
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 
 
-def manifest_for(seed: str) -> tuple[str, str]:
-    body = builders.image_manifest(seed)
-    return body, builders.digest_of(body)
-
-
 def image_action(action: str, tag: str | None, digest: str, event_id: str) -> dict[str, Any]:
     return builders.image_action(action, tag, digest, event_id=event_id)
 
 
-@dataclass
-class GuardStack:
-    aws: MotoServer
-    sink: CollectingSink
-    manifests: dict[str, str]
-
-    @property
-    def ecr(self) -> Any:
-        return self.aws.client("ecr")
-
-    def push(self, seed: str, tag: str | None) -> str:
-        """What `docker push` does to the registry: the image lands, the tag moves to it."""
-        body, digest = manifest_for(seed)
-        self.manifests[digest] = body
-        kwargs = {"imageTag": tag} if tag else {}
-        self.ecr.put_image(
-            repositoryName=REPOSITORY,
-            imageManifest=body,
-            imageManifestMediaType=OCI_MANIFEST,
-            imageDigest=digest,
-            **kwargs,
-        )
-        return digest
-
-    def invoke(self, event: dict[str, Any]) -> dict[str, Any]:
-        result: dict[str, Any] = tag_guard.lambda_handler(event, LambdaContext("TagGuardFunction"))  # type: ignore[arg-type]
-        return result
-
-    def tag(self, tag: str) -> str | None:
-        try:
-            details = self.ecr.describe_images(repositoryName=REPOSITORY, imageIds=[{"imageTag": tag}])["imageDetails"]
-        except self.ecr.exceptions.ImageNotFoundException:
-            return None
-        return str(details[0]["imageDigest"])
-
-    def manifest_bytes(self, tag: str) -> str:
-        images = self.ecr.batch_get_image(repositoryName=REPOSITORY, imageIds=[{"imageTag": tag}])["images"]
-        return str(images[0]["imageManifest"])
-
+class GuardStack(SharedGuardStack):
     def violations(self) -> list[dict[str, Any]]:
-        """Violation events, as delivered by an EventBridge rule to an SQS queue."""
-        sqs = self.aws.client("sqs")
-        url = sqs.get_queue_url(QueueName="violations")["QueueUrl"]
-        received: list[dict[str, Any]] = []
-        while messages := sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages", []):
-            for message in messages:
-                received.append(json.loads(message["Body"]))
-                sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
-        return received
+        """Violation events (and their attributions), as delivered by an EventBridge rule to an SQS queue."""
+        return self.published()
 
     def claim(self, tag: str) -> dict[str, Any] | None:
-        item = (
-            self.aws.client("dynamodb")
-            .get_item(
-                TableName="ledger", Key={"pk": {"S": f"{ACCOUNT}#{REGION}#{REPOSITORY}"}, "sk": {"S": f"tag#{tag}"}}
-            )
-            .get("Item")
-        )
-        return item  # noqa: RET504 - typed here, untyped from boto3
+        return super().claim(tag)
 
 
 @pytest.fixture
 def stack(aws: MotoServer, monkeypatch: pytest.MonkeyPatch) -> Iterator[GuardStack]:
-    for name, value in aws.env().items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.setenv("TAG_LEDGER_TABLE", "ledger")
-    monkeypatch.delenv("IDEMPOTENCY_TABLE", raising=False)
-    aws.client("ecr").create_repository(repositoryName=REPOSITORY)
-    builders.create_table_like(aws.client("dynamodb"), "TagLedgerTable", "ledger")
-    queue_arn = aws.client("sqs").get_queue_attributes(
-        QueueUrl=aws.client("sqs").create_queue(QueueName="violations")["QueueUrl"], AttributeNames=["QueueArn"]
-    )["Attributes"]["QueueArn"]
-    events = aws.client("events")
-    events.put_rule(Name="violations", EventPattern=json.dumps({"source": ["ecr-automation"]}))
-    events.put_targets(Rule="violations", Targets=[{"Id": "queue", "Arn": queue_arn}])
-    sink = CollectingSink()
-    use_dependencies(Dependencies(settings_from_environment(), clients=AwsClients(), sink=sink))
-    yield GuardStack(aws, sink, {})
-    use_dependencies(None)
+    with guard_stack(aws, monkeypatch) as shared:
+        yield GuardStack(shared.aws, shared.sink)
 
 
 def test_first_push_claims_and_a_repush_changes_nothing(stack: GuardStack) -> None:
@@ -233,8 +160,15 @@ def test_immutable_repository_delete_then_repush_is_reverted(stack: GuardStack) 
     (violation,) = stack.violations()
     assert violation["detail"]["offending-digest"] == impostor and violation["detail"]["change"] == "moved"
     # And ECR itself still refuses an overwrite: the guard leaves that to ECR
+    body = builders.image_manifest("another")
     with pytest.raises(stack.ecr.exceptions.ImageAlreadyExistsException):
-        stack.push("another", "v1.2.3")
+        stack.ecr.put_image(
+            repositoryName=REPOSITORY,
+            imageManifest=body,
+            imageManifestMediaType=OCI_MANIFEST,
+            imageDigest=builders.digest_of(body),
+            imageTag="v1.2.3",
+        )
 
 
 def test_an_earlier_push_delivered_late_takes_its_tag_back(stack: GuardStack) -> None:
