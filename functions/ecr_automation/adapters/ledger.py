@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import random
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
@@ -431,16 +432,18 @@ class TagLedger:
     # -- leases ------------------------------------------------------------------------------------
     @contextmanager
     def hold(self, repository: RepositoryRef, name: str, *, owner: str) -> Iterator[HeldLease]:
-        """Hold the lease ``name`` so one decision-and-write runs at a time; re-entrant for the same owner.
+        """Hold the lease ``name`` so one decision-and-write runs at a time, even for two copies of one event.
 
-        The owner is the event id, so Lambda's retry of an event whose invocation died holding the lease
-        takes it straight back instead of waiting for it to expire.
+        ``owner`` (the event id) is recorded for whoever inspects the table; the holder is this very call, so
+        two concurrent deliveries of one event cannot both hold it. A holder that died keeps others out
+        until the lease expires; they wait, then raise, and Lambda retries them later.
         """
-        lease = self._acquire(repository, name, owner)
+        token = f"{owner}:{uuid.uuid4().hex}"
+        lease = self._acquire(repository, name, token)
         try:
             yield lease
         finally:
-            self._release(repository, name, owner)
+            self._release(repository, name, token)
 
     def _acquire(self, repository: RepositoryRef, name: str, owner: str) -> HeldLease:
         delay = 0.02
@@ -457,9 +460,8 @@ class TagLedger:
                         "owner": {"S": owner},
                         "expires_at": {"N": str(expires_at)},
                     },
-                    ConditionExpression="attribute_not_exists(pk) OR expires_at < :now OR #owner = :owner",
-                    ExpressionAttributeNames={"#owner": "owner"},
-                    ExpressionAttributeValues={":now": {"N": str(now)}, ":owner": {"S": owner}},
+                    ConditionExpression="attribute_not_exists(pk) OR expires_at < :now",
+                    ExpressionAttributeValues={":now": {"N": str(now)}},
                 )
             except ClientError as error:
                 if not _is_condition_failure(error):
