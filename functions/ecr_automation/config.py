@@ -31,14 +31,34 @@ class Settings(BaseModel):
     dead_letter_queue_url: str | None = Field(alias="DEAD_LETTER_QUEUE_URL", default=None)
     dry_run: bool = Field(alias="DRY_RUN", default=False)
     max_event_bytes: int = Field(alias="MAX_EVENT_BYTES", default=EVENTBRIDGE_MAX_EVENT_BYTES, gt=0)
+    # The notifier's default Slack route: the ARN of the Secrets Manager secret holding the webhook
+    # URL, never the URL itself (that is a credential, read at run time).
+    slack_webhook_secret_arn: str | None = Field(alias="SLACK_WEBHOOK_SECRET_ARN", default=None)
+    # An SNS topic every message is also published to (optional).
+    notify_topic_arn: str | None = Field(alias="NOTIFY_TOPIC_ARN", default=None)
     # Task root of the deployed function: relative RULES_FILE paths resolve against it.
     task_root: Path | None = Field(alias="LAMBDA_TASK_ROOT", default=None)
 
-    @field_validator("ledger_table", "idempotency_table", "dead_letter_queue_url", mode="before")
+    @field_validator(
+        "ledger_table",
+        "idempotency_table",
+        "dead_letter_queue_url",
+        "slack_webhook_secret_arn",
+        "notify_topic_arn",
+        mode="before",
+    )
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         # CloudFormation conditions render "unset" as an empty string.
         return value or None
+
+    @field_validator("slack_webhook_secret_arn")
+    @classmethod
+    def _a_secret_not_a_url(cls, value: str | None) -> str | None:
+        # The error names the mistake, never the value: it may be the very credential.
+        if value is not None and "://" in value:
+            raise ValueError("must name the Secrets Manager secret holding the webhook URL, not the URL itself")
+        return value
 
     @property
     def resolved_rules_file(self) -> Path:

@@ -6,6 +6,7 @@ Handlers ask ``get_dependencies()``; tests and the local runner install their ow
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from functools import cached_property
 from typing import TYPE_CHECKING
 
@@ -24,6 +25,10 @@ from ecr_automation.rules import Rules, cached_rules
 
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.idempotency import DynamoDBPersistenceLayer
+
+    from ecr_automation.adapters.findings import EcrFindings
+    from ecr_automation.logic.notify import Notifier
+    from ecr_automation.logic.ports import MessageSink
 
 
 class Dependencies:
@@ -55,6 +60,37 @@ class Dependencies:
         # Retag asks the same ownership question the guard enforces, through a port of its own.
         acceptance = ClaimAcceptance(self.rules, Ownership(self.ledger, self.registry))
         return Retagger(self.rules, self.registry, self.ledger, acceptance)
+
+    # -- the notifier (imported on first use: the other functions never load Slack or its adapters) --
+    @cached_property
+    def notifier(self) -> Notifier:
+        from ecr_automation.logic.notify import Notifier  # noqa: PLC0415 - cold start
+
+        return Notifier(
+            self.rules, self.findings, self.ledger, self.message_sinks, self.registry, clock=lambda: datetime.now(UTC)
+        )
+
+    @cached_property
+    def findings(self) -> EcrFindings:
+        from ecr_automation.adapters.findings import EcrFindings  # noqa: PLC0415
+
+        return EcrFindings(self.clients)
+
+    @cached_property
+    def message_sinks(self) -> list[MessageSink]:
+        """Where messages go; the local runner replaces this list with one that prints them."""
+        sinks: list[MessageSink] = []
+        routed = any(rule.route for rule in self.rules.notify)
+        if self.settings.slack_webhook_secret_arn or routed:
+            from ecr_automation.adapters.slack import SlackWebhookSink, WebhookSecrets  # noqa: PLC0415
+
+            secrets = WebhookSecrets(self.clients, self.settings.region)
+            sinks.append(SlackWebhookSink(secrets, self.settings.slack_webhook_secret_arn or "", self.sink))
+        if self.settings.notify_topic_arn:
+            from ecr_automation.adapters.sns import SnsSink  # noqa: PLC0415
+
+            sinks.append(SnsSink(self.clients, self.settings.notify_topic_arn, self.settings.region, self.sink))
+        return sinks
 
     @cached_property
     def publisher(self) -> EventPublisher:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 import tomllib
 from collections.abc import Mapping
+from datetime import date
 from fnmatch import fnmatchcase
 from functools import cached_property, lru_cache
 from pathlib import Path
@@ -281,6 +282,74 @@ class RetagRule(_Section):
         return self
 
 
+# Vulnerability ids as scanners name them: CVE-2023-44487, GHSA-xxxx-xxxx-xxxx, and the distributions'
+# and ecosystems' own (ALAS2-2023-2001, RHSA-2023:5837, DSA-5540-1, GO-2023-2102, PYSEC-2023-212).
+VULNERABILITY_ID_PATTERN = (
+    r"^(?:CVE-[0-9]{4}-[0-9]{4,}|GHSA(?:-[0-9a-z]{4}){3}|[A-Z][A-Z0-9]{1,15}-[A-Za-z0-9][A-Za-z0-9._:-]{0,63})$"
+)
+# A Secrets Manager secret, by ARN or by name (names: 1 to 512 of these characters).
+WEBHOOK_ROUTE_PATTERN = (
+    r"^(?:|arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:[0-9]{12}:secret:[A-Za-z0-9/_+=.@-]+|[A-Za-z0-9/_+=.@-]{1,512})$"
+)
+# Slack shows at most 50 blocks a message: 40 findings, one line each, leave room for the rest.
+MAX_FINDINGS_SHOWN = 40
+
+
+class IgnoredVulnerability(BaseModel):
+    """An accepted risk: a vulnerability the notifier stays quiet about, for a reason, until a date."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str = Field(pattern=VULNERABILITY_ID_PATTERN)
+    reason: str = Field(min_length=1)
+    # The last day the exception holds; from the day after, the finding is reported again, saying so.
+    expires: date
+
+    def expired(self, today: date) -> bool:
+        return self.expires < today
+
+
+class NotifyRule(_Section):
+    """What the notifier posts about a repository's scans, findings, violations and replication failures."""
+
+    # Nothing below this severity is posted (counts still show every severity).
+    threshold: Severity = Severity.HIGH
+    # Strict types: a quoted "false" or a number where a switch belongs is a mistake, not a value.
+    post_clean: bool = Field(default=False, strict=True)
+    # FAILED / UNSUPPORTED_IMAGE scans get a short message saying why.
+    post_failures: bool = Field(default=True, strict=True)
+    # Only findings the repository's previous release did not have.
+    new_only: bool = Field(default=False, strict=True)
+    ignore: list[IgnoredVulnerability] = Field(default_factory=list)
+    # The Secrets Manager secret (ARN or name) holding the Slack webhook; "" is the deployment's default.
+    route: str = Field(default="", pattern=WEBHOOK_ROUTE_PATTERN)
+    max_findings: int = Field(default=10, ge=1, le=MAX_FINDINGS_SHOWN, strict=True)
+    alert_violations: bool = Field(default=True, strict=True)
+    alert_replication_failures: bool = Field(default=True, strict=True)
+
+    @field_validator("ignore")
+    @classmethod
+    def _one_exception_per_vulnerability(cls, entries: list[IgnoredVulnerability]) -> list[IgnoredVulnerability]:
+        # Two entries for one id would leave which reason and expiry apply to the order of the file.
+        seen: set[str] = set()
+        for entry in entries:
+            key = entry.id.casefold()
+            if key in seen:
+                raise ValueError(f"{entry.id} is listed more than once")
+            seen.add(key)
+        return entries
+
+    # Built once per rule (the model is frozen); ids compare case-insensitively (GHSA ids are lower case
+    # in GitHub's advisories and upper case in some scanners).
+    @cached_property
+    def _exceptions(self) -> dict[str, IgnoredVulnerability]:
+        return {entry.id.casefold(): entry for entry in self.ignore}
+
+    def exception_for(self, vulnerability_id: str) -> IgnoredVulnerability | None:
+        """The ignore entry naming ``vulnerability_id``, expired or not; None when there is none."""
+        return self._exceptions.get(vulnerability_id.casefold()) if self.ignore else None
+
+
 # The repository prefixes ECR's console suggests for pull-through cache rules.
 DEFAULT_PULL_THROUGH_CACHE = [
     "ecr-public/*",
@@ -304,6 +373,7 @@ class Rules(BaseModel):
     pull_through_cache: list[str] = Field(default_factory=lambda: list(DEFAULT_PULL_THROUGH_CACHE))
     guard: list[GuardRule] = Field(default_factory=list)
     retag: list[RetagRule] = Field(default_factory=list)
+    notify: list[NotifyRule] = Field(default_factory=list)
 
     def is_pull_through_cache(self, repository: str) -> bool:
         return any(fnmatchcase(repository, pattern) for pattern in self.pull_through_cache)
@@ -313,6 +383,9 @@ class Rules(BaseModel):
 
     def retag_for(self, repository: str) -> RetagRule | None:
         return next((rule for rule in self.retag if rule.applies_to(repository)), None)
+
+    def notify_for(self, repository: str) -> NotifyRule | None:
+        return next((rule for rule in self.notify if rule.applies_to(repository)), None)
 
 
 def parse_rules(text: str, *, origin: str = "rules") -> Rules:

@@ -9,13 +9,19 @@ import pytest
 from ecr_automation.local.template import FUNCTION_TYPE, SamTemplate
 
 
+def policies(properties: dict[str, Any]) -> list[dict[str, Any]]:
+    """Inline policies, a conditional one (``!If [cond, policy, !Ref AWS::NoValue]``) as its policy."""
+    found = []
+    for policy in properties.get("Policies", []):
+        if isinstance(policy, dict) and "Fn::If" in policy:
+            found.extend(branch for branch in policy["Fn::If"][1:] if isinstance(branch, dict) and "Ref" not in branch)
+        elif isinstance(policy, dict):
+            found.append(policy)
+    return found
+
+
 def statements(properties: dict[str, Any]) -> list[dict[str, Any]]:
-    return [
-        statement
-        for policy in properties.get("Policies", [])
-        if isinstance(policy, dict)
-        for statement in policy.get("Statement", [])
-    ]
+    return [statement for policy in policies(properties) for statement in policy.get("Statement", [])]
 
 
 def actions(statement: dict[str, Any]) -> list[str]:
@@ -84,5 +90,21 @@ def test_no_secret_is_passed_in_the_environment(template: SamTemplate) -> None:
     variables = template.body["Globals"]["Function"]["Environment"]["Variables"]
     for properties in functions(template).values():
         variables = {**variables, **properties.get("Environment", {}).get("Variables", {})}
-    for name in variables:
+    parameters = template.body["Parameters"]
+    for name, value in variables.items():
+        if name.upper().endswith("_SECRET_ARN"):
+            # Where a secret is, not what it holds: a parameter that can only be a Secrets Manager ARN.
+            assert isinstance(value, dict) and set(value) == {"Ref"}, name
+            pattern = parameters[value["Ref"]]["AllowedPattern"]
+            assert ":secretsmanager:" in pattern and "://" not in pattern, name
+            continue
         assert not any(word in name.upper() for word in ("SECRET", "TOKEN", "PASSWORD", "WEBHOOK")), name
+
+
+def test_secrets_are_readable_only_by_their_arn(template: SamTemplate) -> None:
+    for logical_id, properties in functions(template).items():
+        for statement in statements(properties):
+            if any(action.startswith("secretsmanager:") for action in actions(statement)):
+                assert actions(statement) == ["secretsmanager:GetSecretValue"], logical_id
+                # The default webhook's secret, or the secrets [[notify]] rules route to: named ARNs, never a pattern.
+                assert statement["Resource"] in ({"Ref": "SlackWebhookSecretArn"}, {"Ref": "SlackRouteSecretArns"})

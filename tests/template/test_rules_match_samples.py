@@ -11,9 +11,11 @@ from moto.events.models import EventPattern
 from ecr_automation.local.template import SamTemplate
 from tests.conftest import EVENTS
 
-# Scenarios (events/scenarios/) are runs of several events for `simulate`, not events themselves.
+# Scenarios (events/scenarios/) are runs of several events for `simulate`, and findings (events/findings/)
+# what `simulate --findings` serves: neither are events themselves.
+NOT_EVENTS = {"scenarios", "findings"}
 SAMPLES = sorted(
-    path.relative_to(EVENTS).as_posix() for path in EVENTS.rglob("*.json") if "scenarios" not in path.parts
+    path.relative_to(EVENTS).as_posix() for path in EVENTS.rglob("*.json") if not NOT_EVENTS & set(path.parts)
 )
 
 EXPECTED: dict[str, set[str]] = {
@@ -44,13 +46,21 @@ EXPECTED: dict[str, set[str]] = {
         "malformed/bad-tag.json",
         "malformed/mistyped-counts.json",
     },
+    "NotifyFunction": {
+        "ecr-scan-findings.json",
+        "ecr-scan-clean.json",
+        "ecr-scan-failed.json",
+        "inspector-scan.json",
+        "inspector-finding.json",
+        "guard-violation.json",
+        "guard-violation-attributed.json",
+        "ecr-replication-failed.json",
+        "malformed/mistyped-counts.json",
+    },
 }
 MEANT_FOR_NONE = {
     "ecr-archive.json",
-    "ecr-scan-failed.json",
-    "inspector-finding.json",
     "ecr-replication-success.json",
-    "ecr-replication-failed.json",
     "ecr-pull-through-cache.json",
     "ecr-referrer-action.json",
     "ecr-scan-resource-change.json",
@@ -58,9 +68,6 @@ MEANT_FOR_NONE = {
     "unknown/unknown-action-type.json",
     "malformed/wrong-source.json",
     "malformed/not-an-object.json",
-    # This application's own events: no function consumes them yet (the notifier will).
-    "guard-violation.json",
-    "guard-violation-attributed.json",
     # Not an EventBridge event: what an SQS-triggered function receives.
     "sqs/sqs-batch.json",
 }

@@ -7,7 +7,8 @@ One partition per (registry, region, repository). Sort keys:
 - ``actor#<PUSH|DELETE>#<tag>#<digest>``: who made that change, from CloudTrail;
 - ``release#<tag>#<time>``: the audit trail of releases;
 - ``lock#<name>``: a lease;
-- ``child#<platform digest>#<index digest>``: which index names which platform manifest.
+- ``child#<platform digest>#<index digest>``: which index names which platform manifest;
+- ``sent#<fingerprint>``: a message the notifier delivered (expires after 90 days, table TTL ``expires_at``).
 """
 
 from __future__ import annotations
@@ -41,6 +42,9 @@ VIOLATION_PREFIX = "violation#"
 ACTOR_PREFIX = "actor#"
 RELEASE_PREFIX = "release#"
 CHILD_PREFIX = "child#"
+SENT_PREFIX = "sent#"
+# How long a delivered message is remembered (an identical rescan within it posts nothing).
+SENT_RECORD_DAYS = 90
 CHANGE_OF_ACTION = {"PUSH": "moved", "DELETE": "deleted"}
 
 # A lease outlives the longest invocation that can hold it (template.yaml: Timeout 60 s), so a live
@@ -520,6 +524,31 @@ class TagLedger:
         )
         item: dict[str, Any] | None = response.get("Item")
         return item
+
+    # -- messages sent (the notifier's SentLedger) --------------------------------------------------
+    def already_sent(self, repository: RepositoryRef, fingerprint: str) -> bool:
+        """Whether a message with this fingerprint was delivered (and marked) for ``repository``."""
+        return self._read(repository, SENT_PREFIX + fingerprint) is not None
+
+    def mark_sent(self, repository: RepositoryRef, fingerprint: str, summary: str) -> None:
+        """Record a delivered message; the record expires (table TTL on ``expires_at``) after 90 days."""
+        now = datetime.now(UTC)
+        self._dynamodb.put_item(
+            TableName=self._table_name,
+            Item={
+                "pk": {"S": repository.key},
+                "sk": {"S": SENT_PREFIX + fingerprint},
+                "repository": {"S": repository.name},
+                "summary": {"S": summary[:1000]},
+                "sent_at": {"S": now.isoformat()},
+                "expires_at": {"N": str(int(now.timestamp()) + SENT_RECORD_DAYS * 24 * 60 * 60)},
+            },
+        )
+        self._sink.record(
+            Effect(
+                "message_marked_sent", {"repository": repository.name, "fingerprint": fingerprint, "summary": summary}
+            )
+        )
 
 
 def _deleted_after(item: dict[str, Any], pushed_at: datetime) -> datetime | None:

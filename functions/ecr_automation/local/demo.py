@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+import html
 import json
+import re
+from pathlib import Path
 from typing import Any, TextIO
 
 from ecr_automation.local.standin import LOCAL_ACCOUNT, LOCAL_REGION, ecr_image_action
@@ -11,6 +14,7 @@ from ecr_automation.local.template import SamTemplate
 from ecr_automation.models.domain import RepositoryRef
 
 REPOSITORY = RepositoryRef(LOCAL_ACCOUNT, LOCAL_REGION, "team/web")
+SAMPLE_FINDINGS = Path(__file__).resolve().parents[3] / "events" / "findings" / "enhanced-scan-findings.json"
 
 
 def _digest(name: str) -> str:
@@ -42,6 +46,26 @@ def _scan(digest: str, tags: list[str], counts: dict[str, int]) -> dict[str, Any
     return event
 
 
+def _inspector_scan(digest: str, tags: list[str], counts: dict[str, int]) -> dict[str, Any]:
+    event = _scan(digest, tags, counts)
+    event["source"] = "aws.inspector2"
+    event["detail-type"] = "Inspector2 Scan"
+    event["detail"]["scan-status"] = "INITIAL_SCAN_COMPLETE"
+    event["detail"]["repository-name"] = REPOSITORY.arn
+    event["detail"]["finding-severity-counts"] = {**counts, "TOTAL": sum(counts.values())}
+    return event
+
+
+def findings() -> list[dict[str, Any]]:
+    """What Amazon Inspector found in v1.9.5 (the sample under events/findings/), as ECR serves it."""
+    response: dict[str, Any] = json.loads(SAMPLE_FINDINGS.read_text(encoding="utf-8"))
+    response["imageId"] = {"imageDigest": V1_9_5}
+    for finding in response["imageScanFindings"]["enhancedFindings"]:
+        for resource in finding["resources"]:
+            resource["details"]["awsEcrContainerImage"].update(imageHash=V1_9_5, imageTags=["v1.9.5"])
+    return [response]
+
+
 def scenario() -> list[tuple[str, object]]:
     malformed = _push("v9.9.9", V1_9_0)
     malformed["detail"]["image-digest"] = "md5:not-a-digest"
@@ -61,8 +85,9 @@ def scenario() -> list[tuple[str, object]]:
             _delete("v1.10.0", V1_10_0),
         ),
         (
-            "The scan of v1.9.5 finds a HIGH vulnerability: no promotion, and the reason is given",
-            _scan(V1_9_5, ["v1.9.5"], {"HIGH": 1, "LOW": 2}),
+            "Amazon Inspector's scan of v1.9.5 finds a CRITICAL and three HIGH: Slack gets the CVEs that matter "
+            "and their fixes; no promotion, and the reason is given",
+            _inspector_scan(V1_9_5, ["v1.9.5"], {"CRITICAL": 1, "HIGH": 3, "MEDIUM": 2}),
         ),
         ("The scan of v1.10.0 is clean: it is promoted to `scanned`", _scan(V1_10_0, ["v1.10.0"], {})),
         ("A malformed event arrives: rejected with a one-line reason, never reaching a function", malformed),
@@ -72,6 +97,13 @@ def scenario() -> list[tuple[str, object]]:
 def _short(value: object) -> str:
     text = str(value)
     return text[:19] + "…" if text.startswith("sha256:") else text
+
+
+def _plain(mrkdwn: str) -> str:
+    """Slack's markup as terminal text: links by their label, no emphasis, entities decoded."""
+    text = re.sub(r"<(?:https?://[^|>]+)\|([^>]+)>", r"\1", mrkdwn)
+    text = re.sub(r":[a-z_]+: ?", "", text).replace("*", "").replace("`", "")
+    return html.unescape(text)
 
 
 class _Narrator:
@@ -96,6 +128,11 @@ class _Narrator:
         who = effect.pop("function", "")
         effect.pop("event_id", None)
         effect.pop("input", None)
+        if kind == "message_marked_sent":
+            return  # bookkeeping: the slack_message line above says what was sent
+        if kind == "slack_message":
+            self._slack(who, effect)
+            return
         if kind == "note":
             text = "; ".join(effect.get("notes", []))
         elif kind == "event_published":
@@ -104,6 +141,17 @@ class _Narrator:
         else:
             text = ", ".join(f"{key}={_short(value)}" for key, value in effect.items())
         self._out.write(f"     {who or 'runner':<18} {kind:<20} {text}\n")
+
+    def _slack(self, who: str, effect: dict[str, Any]) -> None:
+        """A Slack message as a reader sees it: its header, then its list of findings, if any."""
+        blocks = effect.get("payload", {}).get("blocks", [])
+        header = next((block["text"]["text"] for block in blocks if block["type"] == "header"), "")
+        self._out.write(f"     {who:<18} {'slack_message':<20} {_plain(header)}\n")
+        for block in blocks:
+            text = block.get("text", {}).get("text", "") if block["type"] == "section" else ""
+            for line in text.splitlines():
+                if line.lstrip().startswith(("•", "`")):
+                    self._out.write(f"{'':<45}{_plain(line.strip())}\n")
 
     def narrate(self, label: str) -> None:
         self._step = getattr(self, "_step", 0) + 1
@@ -116,7 +164,14 @@ def run_demo(template: SamTemplate, out: TextIO) -> int:
     out.write("ecr-automation demo: the template's functions on an embedded AWS stand-in (moto),\n")
     out.write("events routed by the template's EventBridge rules, the functions' own writes fed back as events.\n")
     narrator = _Narrator(out)
-    errors, state = run_simulation(template, scenario(), narrator, overrides={}, on_input=narrator.narrate)  # type: ignore[arg-type]
+    errors, state = run_simulation(
+        template,
+        scenario(),
+        narrator,  # type: ignore[arg-type]
+        overrides={},
+        findings=findings(),
+        on_input=narrator.narrate,
+    )
     out.write("\nFinal tags:\n")
     for repository, tags in state.items():
         for tag, digest in tags.items():

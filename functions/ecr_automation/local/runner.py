@@ -17,7 +17,8 @@ from ecr_automation.adapters.clients import AwsClients
 from ecr_automation.config import EVENTBRIDGE_MAX_EVENT_BYTES, settings_from_environment
 from ecr_automation.dependencies import Dependencies, use_dependencies
 from ecr_automation.local.template import FunctionSpec, SamTemplate, resolve
-from ecr_automation.models.effects import Effect
+from ecr_automation.models.effects import Effect, EffectSink
+from ecr_automation.models.findings import Message
 from ecr_automation.models.parsing import EventRejected, parse_event
 
 # What the Lambda runtime would set, and what keeps local runs quiet and offline.
@@ -65,6 +66,25 @@ class JsonLinesSink:
     def record(self, effect: Effect) -> None:
         self._out.write(json.dumps({**effect.as_dict(), **self._context}, sort_keys=False, default=str) + "\n")
         self._out.flush()
+
+
+class PrintedSlackSink:
+    """Stands in for the Slack webhook: each message becomes one ``slack_message`` line, without a URL.
+
+    The line carries the whole Block Kit payload (``{"text", "blocks"}``), exactly what would be posted,
+    and the route (the secret naming the webhook: "" is the deployment's default).
+    """
+
+    def __init__(self, sink: EffectSink) -> None:
+        self._sink = sink
+
+    def send(self, message: Message, *, route: str) -> None:
+        self._sink.record(
+            Effect(
+                "slack_message",
+                {"route": route or "default", "payload": {"text": message.text, "blocks": message.blocks}},
+            )
+        )
 
 
 Resolver = tuple[Callable[[str], str], Callable[[str, str], str]]
@@ -151,7 +171,10 @@ class LocalRunner:
         event_id = event.get("id") if isinstance(event, dict) else None
         with scoped_environment(self.environment_of(function)):
             sink = JsonLinesSink(self._out, function.logical_id, event_id if isinstance(event_id, str) else None)
-            use_dependencies(Dependencies(settings_from_environment(), clients=self._clients, sink=sink))
+            dependencies = Dependencies(settings_from_environment(), clients=self._clients, sink=sink)
+            # Messages are printed, never posted: no webhook secret is read on this machine.
+            dependencies.message_sinks = [PrintedSlackSink(sink)]
+            use_dependencies(dependencies)
             try:
                 module_name, handler_name = function.handler.rsplit(".", 1)
                 handler = getattr(importlib.import_module(module_name), handler_name)

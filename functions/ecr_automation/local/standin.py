@@ -203,6 +203,7 @@ class LocalWorld:
         self._ecr_by_region: dict[str, Any] = {}
         self.ecr = self.ecr_in(region)
         self.touched_repositories: set[RepositoryRef] = set()
+        self._applied_events: set[str] = set()
         self._findings_given: set[str] = set()
         self._physical: dict[str, str] = {}
         self._manifests: dict[str, str] = {}
@@ -368,9 +369,18 @@ class LocalWorld:
         self.delete(repository, tag=tag)
 
     def apply(self, event: object) -> None:
-        """Bring the stand-in to the state an incoming event describes (it reports a past fact)."""
+        """Bring the stand-in to the state an incoming event describes (it reports a past fact).
+
+        A second delivery of one event (the same id, as EventBridge redelivers it) reports the same change:
+        it happened once, so the world is changed once.
+        """
         if not isinstance(event, dict):
             return
+        event_id = event.get("id")
+        if isinstance(event_id, str):
+            if event_id in self._applied_events:
+                return
+            self._applied_events.add(event_id)
         detail = event.get("detail")
         if not isinstance(detail, dict) or event.get("source") not in {"aws.ecr", "aws.inspector2"}:
             return
@@ -414,7 +424,7 @@ class LocalWorld:
 
         for result in results:
             account = str(result.get("registryId") or self.account)
-            ecr_backends[account][region or self.region].scan_finding_results.append(result)
+            ecr_backends[account][region or self.region].scan_finding_results.append(as_ecr_answer(result))
         self._findings_given.update(str(result.get("imageId", {}).get("imageDigest")) for result in results)
 
     def _synthesise_findings(
@@ -466,6 +476,29 @@ class LocalWorld:
         """Every touched repository's tags and the digest each points at, keyed by ``state_key``."""
         keyed = {self.state_key(repository): repository for repository in self.touched_repositories}
         return {key: self.tags(keyed[key]) for key in sorted(keyed)}
+
+
+def as_ecr_answer(result: dict[str, Any]) -> dict[str, Any]:
+    """A DescribeImageScanFindings response as ECR would give it, from what a user may write.
+
+    Enhanced findings are often copied from Inspector (an ``Inspector2 Finding`` event's detail, or
+    ``ListFindings``), which calls the score ``inspectorScore``; ECR calls it ``score`` and drops what
+    its API does not have (EPSS among them). A result without a status is a finished scan.
+    """
+    answer = dict(result)
+    findings = dict(answer.get("imageScanFindings") or {})
+    enhanced = findings.get("enhancedFindings")
+    if isinstance(enhanced, list):
+        findings["enhancedFindings"] = [
+            {**finding, "score": finding["inspectorScore"]}
+            if isinstance(finding, dict) and "inspectorScore" in finding and "score" not in finding
+            else finding
+            for finding in enhanced
+        ]
+    answer["imageScanFindings"] = findings
+    status = "ACTIVE" if isinstance(enhanced, list) and not findings.get("findings") else "COMPLETE"
+    answer.setdefault("imageScanStatus", {"status": status, "description": "served by ecr-automation simulate"})
+    return answer
 
 
 def _event_time(event: dict[str, Any]) -> datetime | None:

@@ -19,6 +19,7 @@ from ecr_automation.models.domain import (
     ViolationState,
 )
 from ecr_automation.models.events import SeverityCounts
+from ecr_automation.models.findings import Finding, Message, ScannedImage
 
 
 class Registry(Protocol):
@@ -80,3 +81,27 @@ class ImageGraph(Protocol):
 
 class Publisher(Protocol):
     def publish(self, detail_type: str, detail: dict[str, Any], resources: list[str] | None = None) -> None: ...
+
+
+# -- the notifier ----------------------------------------------------------------------------------
+class FindingsSource(Protocol):
+    """Every finding of one image's latest scan (all pages), basic or enhanced; None when there is no scan."""
+
+    def findings(self, image: ScannedImage) -> Iterator[Finding] | None: ...
+
+
+class SentLedger(Protocol):
+    """What was already delivered, so a redelivered event or an identical rescan posts nothing more.
+
+    ``mark_sent`` is called only after every sink accepted the message: a crash in between re-sends
+    (at least once), a finished one is never sent again.
+    """
+
+    def already_sent(self, repository: RepositoryRef, fingerprint: str) -> bool: ...
+    def mark_sent(self, repository: RepositoryRef, fingerprint: str, summary: str) -> None: ...
+
+
+class MessageSink(Protocol):
+    """Delivers a rendered message to one destination (a Slack webhook, an SNS topic); raises when it cannot."""
+
+    def send(self, message: Message, *, route: str) -> None: ...

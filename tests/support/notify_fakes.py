@@ -1,0 +1,57 @@
+"""In-memory fakes of the notifier's ports: findings per image, the sent-ledger, and sinks that record or fail."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from ecr_automation.models.domain import RepositoryRef
+from ecr_automation.models.findings import Finding, Message, ScannedImage
+
+
+class FakeFindings:
+    """``FindingsSource``: findings by image digest; a digest without an entry has no scan (None).
+
+    ``reads`` lists the digests read, and each answer is a one-pass iterator, as the adapter's pages are.
+    """
+
+    def __init__(self) -> None:
+        self.by_digest: dict[str, list[Finding]] = {}
+        self.reads: list[str] = []
+
+    def findings(self, image: ScannedImage) -> Iterator[Finding] | None:
+        self.reads.append(image.digest)
+        found = self.by_digest.get(image.digest)
+        return iter(found) if found is not None else None
+
+
+class FakeSentLedger:
+    """``SentLedger`` as a dict: (repository, fingerprint) -> summary."""
+
+    def __init__(self) -> None:
+        self.marked: dict[tuple[RepositoryRef, str], str] = {}
+
+    def already_sent(self, repository: RepositoryRef, fingerprint: str) -> bool:
+        return (repository, fingerprint) in self.marked
+
+    def mark_sent(self, repository: RepositoryRef, fingerprint: str, summary: str) -> None:
+        self.marked[(repository, fingerprint)] = summary
+
+    def fingerprints(self) -> set[str]:
+        return {fingerprint for _, fingerprint in self.marked}
+
+
+class RecordingSink:
+    """``MessageSink`` that keeps what it was given; with ``failure`` it raises it instead (Slack down)."""
+
+    def __init__(self, failure: Exception | None = None) -> None:
+        self.failure = failure
+        self.sent: list[tuple[Message, str]] = []
+
+    def send(self, message: Message, *, route: str) -> None:
+        if self.failure is not None:
+            raise self.failure
+        self.sent.append((message, route))
+
+    @property
+    def messages(self) -> list[Message]:
+        return [message for message, _ in self.sent]
