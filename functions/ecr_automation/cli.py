@@ -14,7 +14,7 @@ import warnings
 from pathlib import Path
 from typing import Any, TextIO
 
-from ecr_automation.config import BUNDLED_RULES_FILE, ConfigurationError
+from ecr_automation.errors import BUNDLED_RULES_FILE, ConfigurationError
 
 EXIT_OK, EXIT_REJECTED, EXIT_USAGE = 0, 1, 2
 DEFAULT_TEMPLATE = Path(__file__).resolve().parents[2] / "template.yaml"
@@ -217,6 +217,54 @@ def cmd_demo(args: argparse.Namespace, out: TextIO) -> int:
     return run_demo(_template(args.template), out)
 
 
+def cmd_copy(args: argparse.Namespace, out: TextIO) -> int:
+    """Copy one image (every platform, every digest preserved); one JSON report line, or the failing blob."""
+    from ecr_automation.adapters.oci import (  # noqa: PLC0415 - no boto3 unless a registry is ECR
+        Copier,
+        CopyError,
+        CopyInterrupted,
+        Credentials,
+        InvalidReferenceError,
+        Reference,
+        StaticCredentials,
+    )
+
+    try:
+        source, destination = Reference.parse(args.source), Reference.parse(args.destination)
+        source_credentials = StaticCredentials(Credentials.parse(args.src_creds)) if args.src_creds else None
+        destination_credentials = StaticCredentials(Credentials.parse(args.dest_creds)) if args.dest_creds else None
+    except (InvalidReferenceError, ValueError) as error:
+        raise UsageError(str(error)) from None
+    with Copier(
+        source_credentials=source_credentials,
+        destination_credentials=destination_credentials,
+        insecure=args.insecure,
+    ) as copier:
+        try:
+            report = copier.copy(source, destination, referrers=args.referrers)
+        except (CopyError, CopyInterrupted) as error:
+            print(f"copy {source} -> {destination}: {error}", file=sys.stderr)
+            return EXIT_REJECTED
+    out.write(json.dumps({"kind": "copy_report", **report.as_dict()}) + "\n")
+    return EXIT_OK
+
+
+def _add_copy_parser(commands: Any) -> None:
+    copy = commands.add_parser("copy", help="copy an image between registries, every digest preserved")
+    copy.add_argument("source", help="[docker://]HOST/REPOSITORY[:TAG][@sha256:...]")
+    copy.add_argument("destination", help="[docker://]HOST/REPOSITORY[:TAG] (default tag: the source's)")
+    copy.add_argument("--insecure", action="store_true", help="plain HTTP (a local registry)")
+    copy.add_argument(
+        "--all",
+        action="store_true",
+        help="every platform of an index: always so (a partial index changes its digest); for skopeo's syntax",
+    )
+    copy.add_argument("--referrers", action="store_true", help="also copy signatures, SBOMs and attestations")
+    copy.add_argument("--src-creds", metavar="USER:PASS", help="source credentials (default: ECR token or none)")
+    copy.add_argument("--dest-creds", metavar="USER:PASS", help="destination credentials (default: ECR token or none)")
+    copy.set_defaults(run=cmd_copy)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ecr-automation", description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--template", default=str(DEFAULT_TEMPLATE), help="SAM template (default: %(default)s)")
@@ -266,6 +314,8 @@ def build_parser() -> argparse.ArgumentParser:
     release.add_argument("--table", help="ledger table (default: $TAG_LEDGER_TABLE)")
     release.add_argument("--registry-id", help="registry (account) id (default: the caller's account)")
     release.set_defaults(run=cmd_guard_release)
+
+    _add_copy_parser(commands)
 
     demo = commands.add_parser("demo", help="a narrated end-to-end scenario on embedded stand-ins")
     demo.set_defaults(run=cmd_demo)

@@ -5,19 +5,28 @@ This is the only module that reads ``os.environ``: everything else receives a ``
 
 from __future__ import annotations
 
+import json
 import os
+import re
 from functools import lru_cache
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from ecr_automation.errors import BUNDLED_RULES_FILE, ConfigurationError
+
+# The errors live in a module that loads nothing (the CLI starts fast); they are re-exported here.
+__all__ = [
+    "BUNDLED_RULES_FILE",
+    "EVENTBRIDGE_MAX_EVENT_BYTES",
+    "ConfigurationError",
+    "Settings",
+    "get_settings",
+    "settings_from_environment",
+]
+
 # EventBridge refuses events over 256 KiB, so anything larger never came from it.
 EVENTBRIDGE_MAX_EVENT_BYTES = 256 * 1024
-BUNDLED_RULES_FILE = Path(__file__).resolve().parent.parent / "rules.toml"
-
-
-class ConfigurationError(ValueError):
-    """The environment or the rules file is invalid; raised at start-up, never mid-event."""
 
 
 class Settings(BaseModel):
@@ -36,6 +45,16 @@ class Settings(BaseModel):
     slack_webhook_secret_arn: str | None = Field(alias="SLACK_WEBHOOK_SECRET_ARN", default=None)
     # An SNS topic every message is also published to (optional).
     notify_topic_arn: str | None = Field(alias="NOTIFY_TOPIC_ARN", default=None)
+    # The queue the replication planner sends jobs to (and the worker consumes).
+    replication_queue_url: str | None = Field(alias="REPLICATION_QUEUE_URL", default=None)
+    # JSON {"<account>.dkr.ecr.<region>.amazonaws.com": "http://127.0.0.1:5000"}: where to reach an ECR
+    # registry instead of its own endpoint (the local runner and tests map ECR hosts to local registries).
+    registry_endpoint_overrides: dict[str, str] = Field(alias="REGISTRY_ENDPOINT_OVERRIDES", default_factory=dict)
+    # Allow plain-HTTP registries (a local one); never in a deployment.
+    registry_insecure: bool = Field(alias="REGISTRY_INSECURE", default=False)
+    # How often SQS delivers a replication job before its dead-letter queue takes it (the template's
+    # maxReceiveCount): the worker reports a failure on the last delivery only.
+    replication_max_receives: int = Field(alias="REPLICATION_MAX_RECEIVES", default=5, gt=0)
     # Task root of the deployed function: relative RULES_FILE paths resolve against it.
     task_root: Path | None = Field(alias="LAMBDA_TASK_ROOT", default=None)
 
@@ -45,6 +64,7 @@ class Settings(BaseModel):
         "dead_letter_queue_url",
         "slack_webhook_secret_arn",
         "notify_topic_arn",
+        "replication_queue_url",
         mode="before",
     )
     @classmethod
@@ -58,6 +78,28 @@ class Settings(BaseModel):
         # The error names the mistake, never the value: it may be the very credential.
         if value is not None and "://" in value:
             raise ValueError("must name the Secrets Manager secret holding the webhook URL, not the URL itself")
+        return value
+
+    @field_validator("registry_endpoint_overrides", mode="before")
+    @classmethod
+    def _overrides_from_json(cls, value: object) -> object:
+        if not isinstance(value, str):
+            return value
+        if not value.strip():
+            return {}
+        try:
+            return json.loads(value)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"not JSON ({error.msg} at character {error.pos})") from None
+
+    @field_validator("registry_endpoint_overrides")
+    @classmethod
+    def _overrides_are_urls(cls, value: dict[str, str]) -> dict[str, str]:
+        for host, url in value.items():
+            if not re.fullmatch(r"[A-Za-z0-9.-]+(?::[0-9]{1,5})?", host):
+                raise ValueError(f"{host!r} is not a registry host")
+            if not re.fullmatch(r"https?://[A-Za-z0-9.-]+(?::[0-9]{1,5})?/?", url):
+                raise ValueError(f"{host!r} maps to {url!r}, not to a registry URL such as http://127.0.0.1:5000")
         return value
 
     @property

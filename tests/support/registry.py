@@ -105,6 +105,23 @@ class OciRegistry:
         finished.raise_for_status()
         return digest
 
+    def push_blob_file(self, repository: str, path: Path, digest: str) -> str:
+        """Upload a blob from a file, streamed (a large layer never sits in memory)."""
+        started = self.session.post(f"{self.url}/v2/{repository}/blobs/uploads/", timeout=30)
+        started.raise_for_status()
+        location = started.headers["Location"]
+        location = location if location.startswith("http") else self.url + location
+        separator = "&" if "?" in location else "?"
+        with path.open("rb") as body:
+            finished = self.session.put(
+                f"{location}{separator}digest={digest}",
+                data=body,
+                headers={"Content-Type": "application/octet-stream", "Content-Length": str(path.stat().st_size)},
+                timeout=600,
+            )
+        finished.raise_for_status()
+        return digest
+
     def blob(self, repository: str, digest: str) -> bytes:
         response = self.session.get(f"{self.url}/v2/{repository}/blobs/{digest}", timeout=60)
         response.raise_for_status()
