@@ -130,6 +130,7 @@ def finding_event(
     image["imageHash"], image["repositoryName"], image["registry"] = digest, REPOSITORY, ACCOUNT
     image["imageTags"] = ["v1.2.3"]
     image["pushedAt"] = (datetime.now(UTC) - timedelta(days=pushed_days_ago)).isoformat()
+    detail["firstObservedAt"] = datetime.now(UTC).isoformat()  # a rescan's finding: observed after the scan
     detail["resources"][0]["id"] = f"arn:aws:ecr:{REGION}:{ACCOUNT}:repository/{REPOSITORY}/{digest}"
     return event
 

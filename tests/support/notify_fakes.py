@@ -29,12 +29,30 @@ class FakeSentLedger:
 
     def __init__(self) -> None:
         self.marked: dict[tuple[RepositoryRef, str], str] = {}
+        self.reserved: set[tuple[RepositoryRef, str]] = set()
+        self.kept: set[tuple[RepositoryRef, str]] = set()
 
     def already_sent(self, repository: RepositoryRef, fingerprint: str) -> bool:
         return (repository, fingerprint) in self.marked
 
-    def mark_sent(self, repository: RepositoryRef, fingerprint: str, summary: str) -> None:
+    def recorded(self, repository: RepositoryRef, fingerprint: str) -> str | None:
+        return self.marked.get((repository, fingerprint))
+
+    def reserve(self, repository: RepositoryRef, fingerprint: str) -> bool:
+        key = (repository, fingerprint)
+        if key in self.marked or key in self.reserved:
+            return False
+        self.reserved.add(key)
+        return True
+
+    def unreserve(self, repository: RepositoryRef, fingerprint: str) -> None:
+        self.reserved.discard((repository, fingerprint))
+
+    def mark_sent(self, repository: RepositoryRef, fingerprint: str, summary: str, *, keep: bool = False) -> None:
+        self.reserved.discard((repository, fingerprint))
         self.marked[(repository, fingerprint)] = summary
+        if keep:
+            self.kept.add((repository, fingerprint))
 
     def fingerprints(self) -> set[str]:
         return {fingerprint for _, fingerprint in self.marked}

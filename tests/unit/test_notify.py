@@ -495,7 +495,9 @@ def inspector_scan_event(counts: dict[str, int]) -> InspectorScanEvent:
 
 
 def finding_event(**detail: Any) -> InspectorFindingEvent:
+    """A rescan's finding: first observed the morning after the scan was reported (unless overridden)."""
     event = copy.deepcopy(load_event("inspector-finding.json"))
+    event["detail"]["firstObservedAt"] = "Nov 29, 2026, 9:00:00 AM"
     event["detail"].update(detail)
     return InspectorFindingEvent.model_validate(event)
 
@@ -507,7 +509,9 @@ def test_a_scan_posts_once_and_a_redelivery_posts_nothing_more() -> None:
     assert first.result == NotifyResult.POSTED
     assert len(world.posted) == 1
     assert world.sinks[0].sent[0][1] == ""  # the deployment's default webhook
-    assert world.sent.fingerprints() == {first.messages[0].fingerprint, image_reported_fingerprint(DIGEST)}
+    # the message, its delivery to the one sink, and the image's scan as reported
+    assert {first.messages[0].fingerprint, image_reported_fingerprint(DIGEST)} <= world.sent.fingerprints()
+    assert len(world.sent.fingerprints()) == 3
 
     again = world.handle(scan_event())
     assert again.result == NotifyResult.DUPLICATE
@@ -529,12 +533,17 @@ def test_a_sink_that_fails_leaves_nothing_marked_and_the_retry_posts() -> None:
     world.findings.by_digest[DIGEST] = [finding()]
     with pytest.raises(ConnectionError):
         world.handle(scan_event())
-    assert world.sent.marked == {}
+    # Only the sink that accepted is marked: the retry sends to the one that failed, and to it alone.
+    assert [fingerprint for _, fingerprint in world.sent.marked] == [
+        fingerprint for _, fingerprint in world.sent.marked if fingerprint.endswith("0.RecordingSink:slack/team-web")
+    ]
+    assert len(world.sent.marked) == 1
 
     down.failure = None  # Lambda's retry, once Slack answers again
     assert world.handle(scan_event()).result == NotifyResult.POSTED
     assert [route for _, route in down.sent] == ["slack/team-web"]
-    assert len(world.sent.marked) == 2
+    assert len(working.sent) == 1  # not twice: its delivery was marked before the other sink failed
+    assert len(world.sent.marked) == 4  # each sink's delivery, the message, the image's scan as reported
 
 
 def test_a_scan_below_the_threshold_reads_no_findings() -> None:

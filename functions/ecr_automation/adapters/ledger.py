@@ -45,6 +45,8 @@ CHILD_PREFIX = "child#"
 SENT_PREFIX = "sent#"
 # How long a delivered message is remembered (an identical rescan within it posts nothing).
 SENT_RECORD_DAYS = 90
+# Long enough for one delivery with Slack's retries; a sender that died frees it after this.
+SEND_RESERVATION_SECONDS = 300
 CHANGE_OF_ACTION = {"PUSH": "moved", "DELETE": "deleted"}
 
 # A lease outlives the longest invocation that can hold it (template.yaml: Timeout 60 s), so a live
@@ -526,24 +528,63 @@ class TagLedger:
         return item
 
     # -- messages sent (the notifier's SentLedger) --------------------------------------------------
-    def already_sent(self, repository: RepositoryRef, fingerprint: str) -> bool:
-        """Whether a message with this fingerprint was delivered (and marked) for ``repository``."""
-        return self._read(repository, SENT_PREFIX + fingerprint) is not None
+    def recorded(self, repository: RepositoryRef, fingerprint: str) -> str | None:
+        """The summary recorded with a delivered message, or None when it was never delivered."""
+        item = self._read(repository, SENT_PREFIX + fingerprint)
+        if item is None or item.get("state", {}).get("S", "sent") != "sent":
+            return None
+        return str(item.get("summary", {}).get("S", ""))
 
-    def mark_sent(self, repository: RepositoryRef, fingerprint: str, summary: str) -> None:
-        """Record a delivered message; the record expires (table TTL on ``expires_at``) after 90 days."""
+    def reserve(self, repository: RepositoryRef, fingerprint: str) -> bool:
+        """Become the one sender of a message for a few minutes; False when it is sent or being sent."""
+        now = time.time()
+        try:
+            self._dynamodb.put_item(
+                TableName=self._table_name,
+                Item={
+                    "pk": {"S": repository.key},
+                    "sk": {"S": SENT_PREFIX + fingerprint},
+                    "state": {"S": "sending"},
+                    "reserved_until": {"N": str(now + SEND_RESERVATION_SECONDS)},
+                    "expires_at": {"N": str(int(now) + SENT_RECORD_DAYS * 24 * 60 * 60)},
+                },
+                ConditionExpression="attribute_not_exists(pk) OR (#state = :sending AND reserved_until < :now)",
+                ExpressionAttributeNames={"#state": "state"},
+                ExpressionAttributeValues={":sending": {"S": "sending"}, ":now": {"N": str(now)}},
+            )
+        except ClientError as error:
+            if _is_condition_failure(error):
+                return False
+            raise
+        return True
+
+    def unreserve(self, repository: RepositoryRef, fingerprint: str) -> None:
+        try:
+            self._dynamodb.delete_item(
+                TableName=self._table_name,
+                Key={"pk": {"S": repository.key}, "sk": {"S": SENT_PREFIX + fingerprint}},
+                ConditionExpression="#state = :sending",
+                ExpressionAttributeNames={"#state": "state"},
+                ExpressionAttributeValues={":sending": {"S": "sending"}},
+            )
+        except ClientError as error:
+            if not _is_condition_failure(error):
+                raise
+
+    def mark_sent(self, repository: RepositoryRef, fingerprint: str, summary: str, *, keep: bool = False) -> None:
+        """Record a delivered message; unless ``keep``, the record expires (table TTL) after 90 days."""
         now = datetime.now(UTC)
-        self._dynamodb.put_item(
-            TableName=self._table_name,
-            Item={
-                "pk": {"S": repository.key},
-                "sk": {"S": SENT_PREFIX + fingerprint},
-                "repository": {"S": repository.name},
-                "summary": {"S": summary[:1000]},
-                "sent_at": {"S": now.isoformat()},
-                "expires_at": {"N": str(int(now.timestamp()) + SENT_RECORD_DAYS * 24 * 60 * 60)},
-            },
-        )
+        item = {
+            "pk": {"S": repository.key},
+            "sk": {"S": SENT_PREFIX + fingerprint},
+            "state": {"S": "sent"},
+            "repository": {"S": repository.name},
+            "summary": {"S": summary[:1000]},
+            "sent_at": {"S": now.isoformat()},
+        }
+        if not keep:
+            item["expires_at"] = {"N": str(int(now.timestamp()) + SENT_RECORD_DAYS * 24 * 60 * 60)}
+        self._dynamodb.put_item(TableName=self._table_name, Item=item)
         self._sink.record(
             Effect(
                 "message_marked_sent", {"repository": repository.name, "fingerprint": fingerprint, "summary": summary}

@@ -28,7 +28,7 @@ class SnsSink:
         response = self._clients.client("sns", self._region).publish(
             TopicArn=self._topic_arn,
             Subject=subject_of(message.text),
-            Message=json.dumps({"text": message.text, "blocks": message.blocks}),
+            Message=sns_body(message),
         )
         if self._effects is not None:
             self._effects.record(
@@ -48,3 +48,17 @@ def subject_of(text: str) -> str:
     first = next((line.strip() for line in text.splitlines() if line.strip()), "") or "ecr-automation"
     printable = "".join(character if " " <= character <= "~" else "?" for character in first)
     return printable if len(printable) <= SUBJECT_MAX_CHARS else printable[: SUBJECT_MAX_CHARS - 3] + "..."
+
+
+# SNS takes at most 256 KiB a message, counted in UTF-8 bytes; keep a margin for the envelope.
+SNS_MAX_BYTES = 256 * 1024 - 4 * 1024
+
+
+def sns_body(message: Message) -> str:
+    """The message as JSON in UTF-8 (not \\u escapes, which cost up to 12 bytes a character); the text alone
+    when the blocks would not fit, so the topic always gets it."""
+    body = json.dumps({"text": message.text, "blocks": message.blocks}, ensure_ascii=False)
+    if len(body.encode("utf-8")) <= SNS_MAX_BYTES:
+        return body
+    text = message.text.encode("utf-8")[: SNS_MAX_BYTES - 64].decode("utf-8", errors="ignore")
+    return json.dumps({"text": text, "blocks": []}, ensure_ascii=False)

@@ -185,18 +185,24 @@ def _header(text: str) -> dict[str, Any]:
     return {"type": "header", "text": {"type": "plain_text", "text": _plain(text, MAX_HEADER), "emoji": True}}
 
 
+def _mrkdwn(text: str) -> dict[str, Any]:
+    """A mrkdwn text object Slack takes verbatim: our own <url|label> links still work, but nothing from
+    outside (a bare @channel, @here, a URL) is turned into a mention or a link by Slack's auto-parsing."""
+    return {"type": "mrkdwn", "text": text, "verbatim": True}
+
+
 def _section(text: str) -> dict[str, Any]:
-    return {"type": "section", "text": {"type": "mrkdwn", "text": text[:MAX_TEXT]}}
+    return {"type": "section", "text": _mrkdwn(text[:MAX_TEXT])}
 
 
 def _field_sections(pairs: list[tuple[str, str]]) -> list[dict[str, Any]]:
     """Label/value pairs (values already escaped) as sections of at most ten fields each."""
-    fields = [{"type": "mrkdwn", "text": f"*{label}*\n{value}"[:MAX_FIELD_TEXT]} for label, value in pairs]
+    fields = [_mrkdwn(f"*{label}*\n{value}"[:MAX_FIELD_TEXT]) for label, value in pairs]
     return [{"type": "section", "fields": fields[i : i + MAX_FIELDS]} for i in range(0, len(fields), MAX_FIELDS)]
 
 
 def _context(texts: list[str]) -> dict[str, Any]:
-    elements = [{"type": "mrkdwn", "text": text[:MAX_TEXT]} for text in texts if text][:MAX_CONTEXT_ELEMENTS]
+    elements = [_mrkdwn(text[:MAX_TEXT]) for text in texts if text][:MAX_CONTEXT_ELEMENTS]
     return {"type": "context", "elements": elements}
 
 
@@ -800,13 +806,19 @@ class Notifier:
             report, compared_with, more_notes = self._summarize(image, rule)
             notes += more_notes
 
-        reported = image_reported_fingerprint(image.digest)
         if report.clean and not rule.post_clean:
             # The scan is handled all the same: findings that appear on this image later may post.
-            self._sent.mark_sent(repository, reported, f"scan of {_image_label(image)}: nothing to post")
+            self._mark_reported(repository, image)
             return NotifyOutcome(NotifyResult.NOTHING_TO_POST, notes=[*notes, _why_clean(report)])
         message = render_scan(report, image, scanner=scanner, compared_with=compared_with)
-        return self._deliver(repository, rule, message, notes, also_mark=[reported])
+        outcome = self._deliver(repository, rule, message, notes)
+        self._mark_reported(repository, image)
+        return outcome
+
+    def _mark_reported(self, repository: RepositoryRef, image: ScannedImage) -> None:
+        """Remember, for good (an image can be rescanned for years), that and when its scan was handled."""
+        summary = f"{REPORTED_AT}{self._clock().isoformat()} {_image_label(image)}"
+        self._sent.mark_sent(repository, image_reported_fingerprint(image.digest), summary, keep=True)
 
     def _summarize(self, image: ScannedImage, rule: NotifyRule) -> tuple[ScanReport, str | None, list[str]]:
         findings = self._findings.findings(image)
@@ -848,9 +860,15 @@ class Notifier:
         repository = RepositoryRef(container.registry, event.region, container.repository_name)
         image = ScannedImage(repository, container.image_hash, tuple(container.image_tags), container.pushed_at)
         if (reason := self._quiet_finding(finding, rule, image, exception, now.date())) is not None:
-            return NotifyOutcome(NotifyResult.NOTHING_TO_POST, notes=[reason])
+            told_already = reason.startswith(ALREADY_POSTED)
+            return NotifyOutcome(
+                NotifyResult.DUPLICATE if told_already else NotifyResult.NOTHING_TO_POST, notes=[reason]
+            )
         message = render_new_finding(finding, image, now=now, expired=exception)
-        return self._deliver(repository, rule, message, [])
+        outcome = self._deliver(repository, rule, message, [])
+        if finding.finding_arn:  # the highest severity people were told of, for good
+            self._sent.mark_sent(repository, _told_fingerprint(finding.finding_arn), finding.severity.value, keep=True)
+        return outcome
 
     def _quiet_finding(
         self,
@@ -867,8 +885,21 @@ class Notifier:
             return f"{finding.severity} is below the threshold {rule.threshold}"
         if exception is not None and not exception.expired(today):
             return f"{finding.vulnerability_id} is ignored until {exception.expires.isoformat()}: {exception.reason}"
-        if not self._sent.already_sent(image.repository, image_reported_fingerprint(image.digest)):
+        return self._already_told(finding, image)
+
+    def _already_told(self, finding: Finding, image: ScannedImage) -> str | None:
+        """Why people know of this finding already (the scan that counted it, or an earlier post); None if not."""
+        reported = self._sent.recorded(image.repository, image_reported_fingerprint(image.digest))
+        if reported is None:
             return "the image's scan was not reported yet: its summary will include this finding"
+        told = self._sent.recorded(image.repository, _told_fingerprint(finding.finding_arn or ""))
+        if told is not None and finding.severity.rank <= _severity_rank(told):
+            return f"{ALREADY_POSTED}{finding.vulnerability_id} at {told}: only a raised severity posts again"
+        reported_at = _reported_at(reported)
+        first_seen = finding.first_observed_at
+        if told is None and first_seen is not None and reported_at is not None and first_seen <= reported_at:
+            # Delivered late, or updated (a score, EPSS): the scan that was reported already counted it.
+            return f"{finding.vulnerability_id} was part of the scan reported at {reported_at.isoformat()}"
         return None
 
     # -- this application's events and replication -------------------------------------------------
@@ -896,30 +927,60 @@ class Notifier:
 
     # -- delivery ----------------------------------------------------------------------------------
     def _deliver(
-        self,
-        repository: RepositoryRef,
-        rule: NotifyRule,
-        message: Message,
-        notes: list[str],
-        *,
-        also_mark: list[str] | None = None,
+        self, repository: RepositoryRef, rule: NotifyRule, message: Message, notes: list[str]
     ) -> NotifyOutcome:
-        """Send to every sink, then mark: a sink that raises leaves nothing marked, and Lambda retries.
+        """Send to each sink once: reserved first (no two invocations send the same), marked after it accepted.
 
-        ``also_mark`` is marked after a send and on a duplicate too: an attempt that died between the
-        two marks finishes on its retry.
+        Each sink has its own record, so a sink failing after another accepted re-sends only to the one that
+        failed when Lambda retries; a sink that raises gives its reservation back and nothing is marked.
         """
         summary = message.text[:200]
-        if self._sent.already_sent(repository, message.fingerprint):
-            for fingerprint in also_mark or []:
-                self._sent.mark_sent(repository, fingerprint, summary)
-            return NotifyOutcome(NotifyResult.DUPLICATE, notes=[*notes, f"already sent: {message.fingerprint}"])
-        for sink in self._sinks:
-            sink.send(message, route=rule.route)
-        self._sent.mark_sent(repository, message.fingerprint, summary)
-        for fingerprint in also_mark or []:
+        posted: list[str] = []
+        for position, sink in enumerate(self._sinks):
+            label = _sink_label(sink, position, rule.route)
+            fingerprint = f"{message.fingerprint}@{label}"
+            if self._sent.recorded(repository, fingerprint) is not None or not self._sent.reserve(
+                repository, fingerprint
+            ):
+                continue  # delivered, or being delivered by another invocation right now
+            try:
+                sink.send(message, route=rule.route)
+            except Exception:
+                self._sent.unreserve(repository, fingerprint)
+                raise
             self._sent.mark_sent(repository, fingerprint, summary)
+            posted.append(label)
+        if not posted:
+            return NotifyOutcome(NotifyResult.DUPLICATE, notes=[*notes, f"already sent: {message.fingerprint}"])
+        self._sent.mark_sent(repository, message.fingerprint, summary)
         return NotifyOutcome(NotifyResult.POSTED, [message], notes)
+
+
+def _sink_label(sink: MessageSink, position: int, route: str) -> str:
+    """Which destination: the sink (its place in the deployment's list, which is fixed) and the route."""
+    return f"{position}.{type(sink).__name__}:{route or 'default'}"
+
+
+ALREADY_POSTED = "already posted: "
+# The image mark's summary starts with when the scan was handled.
+REPORTED_AT = "reported_at="
+
+
+def _reported_at(summary: str) -> datetime | None:
+    if not summary.startswith(REPORTED_AT):
+        return None
+    try:
+        return datetime.fromisoformat(summary[len(REPORTED_AT) :].split(" ", 1)[0])
+    except ValueError:
+        return None
+
+
+def _told_fingerprint(finding_arn: str) -> str:
+    return f"told#{finding_arn}"
+
+
+def _severity_rank(value: str) -> int:
+    return Severity(value).rank if value in Severity.__members__ else 0
 
 
 def _why_clean(report: ScanReport) -> str:

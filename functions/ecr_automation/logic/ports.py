@@ -93,12 +93,22 @@ class FindingsSource(Protocol):
 class SentLedger(Protocol):
     """What was already delivered, so a redelivered event or an identical rescan posts nothing more.
 
-    ``mark_sent`` is called only after every sink accepted the message: a crash in between re-sends
-    (at least once), a finished one is never sent again.
+    A sender reserves a fingerprint before sending (two invocations with the same content cannot both
+    send) and marks it after the sink accepted; a failed send gives the reservation back. A crash
+    between sending and marking re-sends once the reservation lapses (at least once).
     """
 
-    def already_sent(self, repository: RepositoryRef, fingerprint: str) -> bool: ...
-    def mark_sent(self, repository: RepositoryRef, fingerprint: str, summary: str) -> None: ...
+    def recorded(self, repository: RepositoryRef, fingerprint: str) -> str | None:
+        """The summary recorded with a delivered fingerprint, or None when it was never delivered."""
+
+    def reserve(self, repository: RepositoryRef, fingerprint: str) -> bool:
+        """Become the one sender of ``fingerprint`` for a while; False when it is sent, or being sent."""
+
+    def unreserve(self, repository: RepositoryRef, fingerprint: str) -> None:
+        """Give a reservation back after a failed send, so the retry can send."""
+
+    def mark_sent(self, repository: RepositoryRef, fingerprint: str, summary: str, *, keep: bool = False) -> None:
+        """Record a delivery (kept for good with ``keep``, else for 90 days)."""
 
 
 class MessageSink(Protocol):
