@@ -27,8 +27,10 @@ if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.idempotency import DynamoDBPersistenceLayer
 
     from ecr_automation.adapters.findings import EcrFindings
+    from ecr_automation.adapters.replication import AssumedRoles, JobQueue, OciCopy
     from ecr_automation.logic.notify import Notifier
     from ecr_automation.logic.ports import MessageSink
+    from ecr_automation.logic.replicate import Replicator
 
 
 class Dependencies:
@@ -91,6 +93,47 @@ class Dependencies:
 
             sinks.append(SnsSink(self.clients, self.settings.notify_topic_arn, self.settings.region, self.sink))
         return sinks
+
+    # -- replication (imported on first use: only the planner and the worker load them) ----------------
+    @cached_property
+    def claim_acceptance(self) -> ClaimAcceptance:
+        """The tag guard's answer to "may I act on this push?", as retag asks it."""
+        return ClaimAcceptance(self.rules, Ownership(self.ledger, self.registry))
+
+    @cached_property
+    def replication_queue(self) -> JobQueue:
+        from ecr_automation.adapters.replication import JobQueue  # noqa: PLC0415 - cold start
+
+        if not self.settings.replication_queue_url:
+            raise ConfigurationError("environment variable REPLICATION_QUEUE_URL: required by this function")
+        return JobQueue(self.clients, self.settings.replication_queue_url, self.settings.region, self.sink)
+
+    @cached_property
+    def assumed_roles(self) -> AssumedRoles:
+        from ecr_automation.adapters.replication import AssumedRoles  # noqa: PLC0415
+
+        return AssumedRoles(self.clients, self.settings.region)
+
+    @cached_property
+    def image_copier(self) -> OciCopy:
+        from ecr_automation.adapters.replication import OciCopy, RegistrySecrets  # noqa: PLC0415
+
+        return OciCopy(
+            self.clients,
+            self.assumed_roles,
+            RegistrySecrets(self.clients, self.settings.region),
+            self.sink,
+            endpoint_overrides=self.settings.registry_endpoint_overrides,
+            insecure=self.settings.registry_insecure,
+        )
+
+    @cached_property
+    def replicator(self) -> Replicator:
+        from ecr_automation.adapters.replication import EcrDestinations  # noqa: PLC0415
+        from ecr_automation.logic.replicate import Replicator  # noqa: PLC0415
+
+        destinations = EcrDestinations(self.clients, self.assumed_roles, self.sink)
+        return Replicator(self.rules, self.image_copier, destinations, self.publisher)
 
     @cached_property
     def publisher(self) -> EventPublisher:

@@ -1,7 +1,8 @@
 """The declarative rules file (TOML): what to protect, what to retag, per repository pattern.
 
 Parsed and validated once; an invalid file fails fast with one line naming the offending entry.
-For each section the first entry whose ``repositories`` globs match a repository applies.
+For each section the first entry whose ``repositories`` globs match a repository applies, except
+``[[replicate]]``: there every matching entry applies, each with its own targets.
 
 Every regular expression a rules file configures is compiled and matched by RE2, whose matching
 time is linear in the tag's length: no pattern can make a function hang (``^(a+)+$`` backtracks
@@ -26,7 +27,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 
 from ecr_automation.config import ConfigurationError
 from ecr_automation.models.domain import short_digest
-from ecr_automation.models.events import DIGEST_PATTERN, IMAGE_TAG_PATTERN, Severity
+from ecr_automation.models.events import DIGEST_PATTERN, IMAGE_TAG_PATTERN, REPOSITORY_NAME_PATTERN, Severity
 from ecr_automation.models.versions import MAX_TAG_LENGTH, is_release_tag
 
 
@@ -350,6 +351,149 @@ class NotifyRule(_Section):
         return self._exceptions.get(vulnerability_id.casefold()) if self.ignore else None
 
 
+# -- replication -----------------------------------------------------------------------------------
+# Placeholders a destination repository template may use: the source repository's name.
+REPOSITORY_PLACEHOLDERS = frozenset({"repository"})
+# Rendered once at load, so a template that could never name a repository is refused.
+_SAMPLE_REPOSITORY = "team/web"
+MAX_REPOSITORY_NAME_LENGTH = 256
+AWS_REGION_PATTERN = r"^[a-z]{2}(?:-[a-z]+)+-[0-9]$"
+ROLE_ARN_PATTERN = r"^arn:aws[a-z-]*:iam::(?P<account>[0-9]{12}):role/[A-Za-z0-9+=,.@_/-]{1,512}$"
+# Any OCI registry: scheme and host (and port), nothing after it (registries serve /v2/ at their root).
+REGISTRY_URL_PATTERN = r"^https?://[A-Za-z0-9.-]+(?::[0-9]{1,5})?/?$"
+# A Secrets Manager secret by ARN or name, as a notify route names one (empty excluded).
+CREDENTIALS_LOCATION_PATTERN = (
+    r"^(?:arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:[0-9]{12}:secret:[A-Za-z0-9/_+=.@-]+|[A-Za-z0-9/_+=.@-]{1,512})$"
+)
+# The default allow list: every tag.
+ALL_TAGS = ".*"
+
+
+def check_repository_template(template: str) -> str:
+    """Fail fast on a destination repository template that could never render a repository name ECR accepts."""
+    for name, spec, conversion in _template_fields(template):
+        if name not in REPOSITORY_PLACEHOLDERS:
+            raise ValueError(f"template {template!r}: unknown placeholder {{{name}}} (known: {{repository}})")
+        if spec or conversion:
+            raise ValueError(f"template {template!r}: {{{name}}} takes no format spec or conversion")
+    sample = template.format(repository=_SAMPLE_REPOSITORY)
+    if len(sample) > MAX_REPOSITORY_NAME_LENGTH or not re.fullmatch(REPOSITORY_NAME_PATTERN, sample):
+        raise ValueError(f"template {template!r} renders repository names registries refuse, such as {sample!r}")
+    return template
+
+
+def render_repository(template: str, repository: str) -> str | None:
+    """The destination repository a checked template names for ``repository``; None when it is no valid name."""
+    name = template.format(repository=repository)
+    if len(name) > MAX_REPOSITORY_NAME_LENGTH or not re.fullmatch(REPOSITORY_NAME_PATTERN, name):
+        return None
+    return name
+
+
+class RepositorySettings(BaseModel):
+    """How a missing destination ECR repository is created."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    scan_on_push: bool = Field(default=True, strict=True)
+    tag_mutability: Literal["MUTABLE", "IMMUTABLE"] = "MUTABLE"
+    encryption: Literal["AES256", "KMS"] = "AES256"
+    # With encryption = "KMS": the key's ARN, id or alias; none means ECR's AWS-managed key.
+    kms_key: str | None = None
+    # Give the new repository the source repository's resource tags (cost allocation, ownership).
+    copy_resource_tags: bool = Field(default=False, strict=True)
+
+    @model_validator(mode="after")
+    def _kms_key_only_with_kms(self) -> Self:
+        if self.kms_key is not None and self.encryption != "KMS":
+            raise ValueError('kms_key is used only with encryption = "KMS"')
+        return self
+
+
+class ReplicationTarget(BaseModel):
+    """Where an image goes: ECR (a region; another account through a role) or any OCI registry."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    region: str | None = Field(default=None, pattern=AWS_REGION_PATTERN)
+    # Another account's registry, reached by assuming ``role_arn`` (in that account) through STS.
+    account: str | None = Field(default=None, pattern=r"^[0-9]{12}$")
+    role_arn: str | None = Field(default=None, pattern=ROLE_ARN_PATTERN)
+    # The destination repository: a template over {repository}, the source repository's name.
+    repository: str = "{repository}"
+    # Any OCI registry instead of ECR: https://ghcr.io, or http://127.0.0.1:5000 for a local one.
+    registry: str | None = Field(default=None, pattern=REGISTRY_URL_PATTERN)
+    # The Secrets Manager secret (ARN or name) holding the registry's "user:password", or JSON
+    # {"username": ..., "password": ...}; none means anonymous access.
+    credentials_secret: str | None = Field(default=None, pattern=CREDENTIALS_LOCATION_PATTERN)
+    create_repository: RepositorySettings = Field(default_factory=RepositorySettings)
+
+    @field_validator("repository")
+    @classmethod
+    def _repository_renders(cls, template: str) -> str:
+        return check_repository_template(template)
+
+    @model_validator(mode="after")
+    def _one_kind_of_destination(self) -> Self:
+        if self.registry is None and self.region is None:
+            raise ValueError("a target needs a region (ECR) or a registry URL (any OCI registry)")
+        if self.registry is not None:
+            extra = [name for name in ("region", "account", "role_arn") if getattr(self, name) is not None]
+            if extra:
+                raise ValueError(f"a registry target takes no {', '.join(extra)}: those name an ECR registry")
+            return self
+        if self.credentials_secret is not None:
+            raise ValueError("credentials_secret is for registry targets: ECR targets use ECR tokens")
+        if self.account is not None and self.role_arn is None:
+            raise ValueError("a target in another account needs role_arn: the role to assume there")
+        if self.role_arn is not None:
+            role_account = re.fullmatch(ROLE_ARN_PATTERN, self.role_arn)["account"]  # type: ignore[index]
+            if self.account is not None and self.account != role_account:
+                raise ValueError(f"role_arn belongs to account {role_account}, not to account {self.account}")
+        return self
+
+    @property
+    def is_ecr(self) -> bool:
+        return self.registry is None
+
+    @property
+    def destination_account(self) -> str | None:
+        """The ECR account named (directly or by the role's ARN); None for the source's own account."""
+        if self.account is not None or self.role_arn is None:
+            return self.account
+        return self.role_arn.split(":")[4]
+
+
+class ReplicateRule(_Section):
+    """Copy images of matching repositories, with matching tags, to every target: on push or once scanned clean.
+
+    Unlike the other sections, every matching entry applies, each with its own targets.
+    """
+
+    # A tag is replicated when it matches one of ``tags_allow`` (RE2, searched) and none of ``tags_deny``.
+    tags_allow: list[Regex] = Field(default_factory=lambda: [ALL_TAGS], min_length=1)
+    tags_deny: list[Regex] = Field(default_factory=list)
+    # "push": on the push itself; "scan": once a completed scan finds nothing at or above ``block_at``.
+    gate: Literal["push", "scan"] = "push"
+    block_at: Severity = Severity.HIGH
+    # Signatures, SBOMs and attestations attached to the image (OCI referrers, or the sha256-<hex> tags).
+    referrers: bool = Field(default=False, strict=True)
+    targets: list[ReplicationTarget] = Field(min_length=1)
+
+    @cached_property
+    def _allow_patterns(self) -> tuple[CompiledPattern, ...]:
+        return tuple(compile_pattern(pattern) for pattern in self.tags_allow)
+
+    @cached_property
+    def _deny_patterns(self) -> tuple[CompiledPattern, ...]:
+        return tuple(compile_pattern(pattern) for pattern in self.tags_deny)
+
+    def replicates_tag(self, tag: str) -> bool:
+        if any(pattern.search(tag) is not None for pattern in self._deny_patterns):
+            return False
+        return any(pattern.search(tag) is not None for pattern in self._allow_patterns)
+
+
 # The repository prefixes ECR's console suggests for pull-through cache rules.
 DEFAULT_PULL_THROUGH_CACHE = [
     "ecr-public/*",
@@ -374,6 +518,7 @@ class Rules(BaseModel):
     guard: list[GuardRule] = Field(default_factory=list)
     retag: list[RetagRule] = Field(default_factory=list)
     notify: list[NotifyRule] = Field(default_factory=list)
+    replicate: list[ReplicateRule] = Field(default_factory=list)
 
     def is_pull_through_cache(self, repository: str) -> bool:
         return any(fnmatchcase(repository, pattern) for pattern in self.pull_through_cache)
@@ -386,6 +531,10 @@ class Rules(BaseModel):
 
     def notify_for(self, repository: str) -> NotifyRule | None:
         return next((rule for rule in self.notify if rule.applies_to(repository)), None)
+
+    def replicate_for(self, repository: str) -> list[ReplicateRule]:
+        """Every replicate entry matching ``repository``: unlike the other sections, all of them apply."""
+        return [rule for rule in self.replicate if rule.applies_to(repository)]
 
 
 def parse_rules(text: str, *, origin: str = "rules") -> Rules:

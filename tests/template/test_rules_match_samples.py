@@ -57,6 +57,21 @@ EXPECTED: dict[str, set[str]] = {
         "ecr-replication-failed.json",
         "malformed/mistyped-counts.json",
     },
+    # Tagged pushes (a push by digest is copied as part of its tagged index) and completed scans.
+    "ReplicationPlannerFunction": {
+        "ecr-push-tagged.json",
+        "ecr-push-conflicting.json",
+        "ecr-push-latest.json",
+        "ecr-scan-findings.json",
+        "ecr-scan-clean.json",
+        "inspector-scan.json",
+        "malformed/missing-digest.json",
+        "malformed/bad-repository-name.json",
+        "malformed/bad-tag.json",
+        "malformed/mistyped-counts.json",
+    },
+    # Invoked by its SQS queue only, with the jobs the planner sends: no EventBridge rule reaches it.
+    "ReplicationWorkerFunction": set(),
 }
 MEANT_FOR_NONE = {
     "ecr-archive.json",
@@ -68,8 +83,9 @@ MEANT_FOR_NONE = {
     "unknown/unknown-action-type.json",
     "malformed/wrong-source.json",
     "malformed/not-an-object.json",
-    # Not an EventBridge event: what an SQS-triggered function receives.
+    # Not EventBridge events: what an SQS-triggered function receives (a batch of events; a replication job).
     "sqs/sqs-batch.json",
+    "sqs/replication-job.json",
 }
 
 
