@@ -366,28 +366,25 @@ class ViolationDetail(_Detail):
     source_event_time: datetime = Field(alias="source-event-time")
 
 
-class _EcrEvent(EventBridgeModel):
+class _Event(EventBridgeModel):
+    """The envelope every event this application reads shares; subclasses pin the source."""
+
     model_config = ConfigDict(populate_by_name=True, frozen=True)
+    account: AccountId
+    region: str = Field(min_length=1)
+    time: AwareTime
+
+
+class _EcrEvent(_Event):
     source: Literal["aws.ecr"]
-    account: AccountId
-    region: str = Field(min_length=1)
-    time: AwareTime
 
 
-class _InspectorEvent(EventBridgeModel):
-    model_config = ConfigDict(populate_by_name=True, frozen=True)
+class _InspectorEvent(_Event):
     source: Literal["aws.inspector2"]
-    account: AccountId
-    region: str = Field(min_length=1)
-    time: AwareTime
 
 
-class _ApplicationEvent(EventBridgeModel):
-    model_config = ConfigDict(populate_by_name=True, frozen=True)
+class _ApplicationEvent(_Event):
     source: Literal["ecr-automation"]
-    account: AccountId
-    region: str = Field(min_length=1)
-    time: AwareTime
 
 
 class ImageActionEvent(_EcrEvent):
