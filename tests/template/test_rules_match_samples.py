@@ -55,6 +55,7 @@ EXPECTED: dict[str, set[str]] = {
         "guard-violation.json",
         "guard-violation-attributed.json",
         "ecr-replication-failed.json",
+        "replication-failed.json",
         "malformed/mistyped-counts.json",
     },
     # Tagged pushes (a push by digest is copied as part of its tagged index) and completed scans.

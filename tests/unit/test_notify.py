@@ -39,6 +39,7 @@ from ecr_automation.logic.notify import (
 )
 from ecr_automation.models.domain import RepositoryRef
 from ecr_automation.models.events import (
+    ImageReplicationFailedEvent,
     ImageScanEvent,
     InspectorFindingEvent,
     InspectorScanEvent,
@@ -774,3 +775,16 @@ def test_basic_and_enhanced_findings_normalise() -> None:
         "1.52.0-1+deb12u1",
         0.82,
     )
+
+
+def test_a_replication_that_failed_for_good_is_alerted_once() -> None:
+    world = World()
+    event = ImageReplicationFailedEvent.model_validate(load_event("replication-failed.json"))
+
+    first, again = world.handle(event), world.handle(event)
+
+    assert (first.result, again.result) == (NotifyResult.POSTED, NotifyResult.DUPLICATE)
+    text = all_text(world.posted[0])
+    assert "team/web:v1.2.3" in text and "mirror/team/web" in text and "404 BLOB_UNKNOWN" in text
+    quiet = World(NotifyRule(alert_replication_failures=False))
+    assert quiet.handle(event).result == NotifyResult.IGNORED

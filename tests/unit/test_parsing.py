@@ -12,6 +12,7 @@ from ecr_automation.models.events import (
     APPLICATION_SOURCE,
     ApiCallEvent,
     ImageActionEvent,
+    ImageReplicationFailedEvent,
     ImageScanEvent,
     InspectorFindingEvent,
     InspectorScanEvent,
@@ -51,6 +52,7 @@ MODEL_OF_SAMPLE = {
     "cloudtrail-put-image.json": ApiCallEvent,
     "guard-violation.json": TagGuardViolationEvent,
     "guard-violation-attributed.json": TagGuardViolationAttributedEvent,
+    "replication-failed.json": ImageReplicationFailedEvent,
 }
 # Samples that are not one EventBridge event (kept below events/sqs/): an SQS batch carries events in
 # its message bodies.

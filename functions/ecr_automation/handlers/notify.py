@@ -17,6 +17,7 @@ from ecr_automation.dependencies import Dependencies, get_dependencies
 from ecr_automation.handlers.edge import process_event
 from ecr_automation.logic.notify import NotifyEvent
 from ecr_automation.models.events import (
+    ImageReplicationFailedEvent,
     ImageScanEvent,
     InspectorFindingEvent,
     InspectorScanEvent,
@@ -30,6 +31,7 @@ tracer = Tracer()
 metrics = Metrics()
 
 ACCEPTS = (
+    ImageReplicationFailedEvent,
     ImageScanEvent,
     InspectorScanEvent,
     InspectorFindingEvent,

@@ -25,6 +25,7 @@ from typing import Any
 from ecr_automation.logic.ports import FindingsSource, MessageSink, Registry, SentLedger
 from ecr_automation.models.domain import RepositoryRef, short_digest
 from ecr_automation.models.events import (
+    ImageReplicationFailedEvent,
     ImageScanEvent,
     InspectorFindingEvent,
     InspectorScanEvent,
@@ -46,6 +47,7 @@ NotifyEvent = (
     | TagGuardViolationEvent
     | TagGuardViolationAttributedEvent
     | ReplicationActionEvent
+    | ImageReplicationFailedEvent
 )
 
 SCANNER_BASIC = "basic"
@@ -710,6 +712,41 @@ def render_replication_failure(event: ReplicationActionEvent) -> Message:
     )
 
 
+def render_own_replication_failure(event: ImageReplicationFailedEvent) -> Message:
+    """A replication job of this application's that failed for good (after the queue's last delivery)."""
+    detail = event.detail
+    source = detail.source
+    repository = RepositoryRef(source.account, source.region, source.repository_name)
+    image = ScannedImage(repository, detail.image_digest, (source.image_tag,) if source.image_tag else ())
+    label = _image_label(image)
+    destination = _destination_label(detail.destination)
+    conflicts = ", ".join(_escaped(conflict, 128) for conflict in detail.conflicts[:10])
+    blocks = [
+        _header(f":x: Replication failed: {label}"),
+        _section(
+            f"{_escaped(label, 400)} was not replicated to *{_escaped(destination, 300)}*: "
+            f"{_escaped(detail.reason, 1500)}"
+            + (f"\nProtected tags that name another image there (never overwritten): {conflicts}" if conflicts else "")
+        ),
+        *_field_sections(_image_fields(image, ("Destination", _escaped(destination, 300)))),
+        _context([f"job {_escaped(detail.job_id, 128)} · event {_escaped(event.id, 128)} at {event.time.isoformat()}"]),
+    ]
+    return _message(
+        escape_mrkdwn(f"Replication of {label} to {destination} failed: {detail.reason}")[:MAX_TEXT],
+        blocks,
+        replication_fingerprint(detail.job_id),
+    )
+
+
+def _destination_label(destination: dict[str, Any]) -> str:
+    """Where a job was going: a registry URL or an ECR account/region, and the repository."""
+    where = destination.get("registry") or "/".join(
+        str(part) for part in (destination.get("account"), destination.get("region")) if part
+    )
+    repository = destination.get("repository") or ""
+    return f"{where} {repository}".strip() or "its destination"
+
+
 # --- the workflow -------------------------------------------------------------------------------
 
 
@@ -774,6 +811,8 @@ class Notifier:
             return self._on_finding(event)
         if isinstance(event, TagGuardViolationEvent | TagGuardViolationAttributedEvent):
             return self._on_violation(event)
+        if isinstance(event, ImageReplicationFailedEvent):
+            return self._on_own_replication_failure(event)
         return self._on_replication(event)
 
     # -- scans -------------------------------------------------------------------------------------
@@ -924,6 +963,16 @@ class Notifier:
             return NotifyOutcome(NotifyResult.IGNORED, notes=["the rule does not alert replication failures"])
         repository = RepositoryRef(event.account, event.region, detail.repository_name)
         return self._deliver(repository, rule, render_replication_failure(event), [])
+
+    def _on_own_replication_failure(self, event: ImageReplicationFailedEvent) -> NotifyOutcome:
+        source = event.detail.source
+        rule = self._rules.notify_for(source.repository_name)
+        if rule is None:
+            return NotifyOutcome(NotifyResult.NO_RULE, notes=[f"no notify rule for {source.repository_name}"])
+        if not rule.alert_replication_failures:
+            return NotifyOutcome(NotifyResult.IGNORED, notes=["the rule does not alert replication failures"])
+        repository = RepositoryRef(source.account, source.region, source.repository_name)
+        return self._deliver(repository, rule, render_own_replication_failure(event), [])
 
     # -- delivery ----------------------------------------------------------------------------------
     def _deliver(

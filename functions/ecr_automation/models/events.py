@@ -437,6 +437,29 @@ class TagGuardViolationEvent(_ApplicationEvent):
     detail: ViolationDetail
 
 
+class ReplicatedImageSource(_Detail):
+    account: AccountId
+    region: str = Field(min_length=1)
+    repository_name: RepositoryName = Field(alias="repository-name")
+    image_tag: ImageTag | None = Field(default=None, alias="image-tag")
+
+
+class ImageReplicationFailedDetail(_Detail):
+    """A replication job that failed for good, as the replication worker publishes it."""
+
+    job_id: str = Field(alias="job-id", min_length=1)
+    source: ReplicatedImageSource
+    destination: dict[str, Any]
+    image_digest: Digest = Field(alias="image-digest")
+    reason: str = Field(min_length=1)
+    conflicts: list[str] = Field(default_factory=list)
+
+
+class ImageReplicationFailedEvent(_ApplicationEvent):
+    detail_type: Literal["Image Replication Failed"] = Field(alias="detail-type")
+    detail: ImageReplicationFailedDetail
+
+
 class TagGuardViolationAttributedEvent(_ApplicationEvent):
     """Sent once CloudTrail names who caused a violation announced earlier without a name."""
 
@@ -456,6 +479,7 @@ EcrEvent = (
     | ApiCallEvent
     | TagGuardViolationEvent
     | TagGuardViolationAttributedEvent
+    | ImageReplicationFailedEvent
 )
 ScanCompletedEvent = ImageScanEvent | InspectorScanEvent
 
@@ -471,4 +495,5 @@ MODEL_BY_DETAIL_TYPE: dict[tuple[str, str], type[EcrEvent]] = {
     (INSPECTOR_SOURCE, "Inspector2 Finding"): InspectorFindingEvent,
     (APPLICATION_SOURCE, "Tag Guard Violation"): TagGuardViolationEvent,
     (APPLICATION_SOURCE, "Tag Guard Violation Attributed"): TagGuardViolationAttributedEvent,
+    (APPLICATION_SOURCE, "Image Replication Failed"): ImageReplicationFailedEvent,
 }
