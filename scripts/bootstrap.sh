@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs everything this project needs on a fresh machine, and nothing twice:
-#   scripts/bootstrap.sh app     the application virtualenv (.venv: runtime, local extra, dev tools)
+#   scripts/bootstrap.sh app     the application virtualenv (.venv: runtime, local extra, dev tools) and
+#                                docker-registry (simulate and the demo replicate into local registries)
 #   scripts/bootstrap.sh all     also the template checkers (.venv-tools) and the registry stand-ins
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -50,10 +51,10 @@ venv() {
   echo "$stamp" > "$dir/.stamp"
 }
 
+# system_packages COMMAND...: installs the Debian package of each missing command (named alike).
 system_packages() {
-  local missing=()
-  command -v docker-registry >/dev/null || missing+=(docker-registry)
-  command -v skopeo >/dev/null || missing+=(skopeo)
+  local missing=() command
+  for command in "$@"; do command -v "$command" >/dev/null || missing+=("$command"); done
   [ ${#missing[@]} -eq 0 ] && return 0
   log "installing Debian packages: ${missing[*]}"
   local sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
@@ -65,6 +66,7 @@ PYTHON="$(find_python)"
 case "$what" in
   app)
     venv .venv pyproject.toml -- -e ".[dev]"
+    system_packages docker-registry
     ;;
   all)
     # Independent installs: run them side by side (the machine has two cores and a fast mirror).
@@ -76,7 +78,7 @@ case "$what" in
     else
       log "no Python 3.11 found: the 3.11 unit-test run will fail"; py311_pid=""
     fi
-    system_packages
+    system_packages docker-registry skopeo
     wait "$app_pid"; wait "$tools_pid"; [ -z "$py311_pid" ] || wait "$py311_pid"
     ;;
   *) log "usage: $0 [app|all]"; exit 2 ;;

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -143,6 +144,14 @@ def test_demo_runs_end_to_end() -> None:
     assert "tag_reverted" in completed.stdout and "tag_restored" in completed.stdout
     final_tags = completed.stdout.split("Final tags:", 1)[1]
     assert "team/web:v1.10.0" in final_tags and "team/web:scanned" in final_tags
+    # The last step replicates v1.10.0 to eu-west-1 through the queue, real bytes between local registries.
+    step = completed.stdout.split("v1.10.0 is replicated to eu-west-1 (mirror/team/web) with the same digest", 1)[1]
+    for effect in ("replication_job_queued", "repository_created", "image_copied", "Image Replicated"):
+        assert effect in step.split("Final tags:", 1)[0]
+    replicated = completed.stdout.split("\nReplicated:", 1)[1].splitlines()
+    mirror = next(line.split() for line in replicated if line.strip().startswith("mirror/team/web:v1.10.0"))
+    source = next(line.split() for line in replicated if line.strip().startswith("team/web:v1.10.0"))
+    assert mirror[1] == source[1] and mirror[1].startswith("sha256:") and source[2] == "identical"
 
 
 def _push_file(tmp_path: Path, tag: str, seed: str) -> Path:
@@ -265,3 +274,117 @@ def test_simulate_delete_by_digest_of_a_release_is_reported_critical(capsys: pyt
     (published,) = [line for line in lines if line.get("kind") == "event_published"]
     assert published["detail"]["severity"] == "CRITICAL"
     assert lines[-1]["state"]["team/web"] == {}
+
+
+# -- replication: real bytes in local registries ----------------------------------------------------------
+REPLICATE_TO_EU = """
+[[replicate]]
+repositories = ["team/*"]
+
+[[replicate.targets]]
+region = "eu-west-1"
+repository = "mirror/{repository}"
+"""
+MIRROR_KEY = "123456789012/eu-west-1/mirror/team/api"
+
+
+def _replicating_rules(tmp_path: Path) -> Path:
+    rules = tmp_path / "rules.toml"
+    rules.write_text((ROOT / "functions" / "rules.toml").read_text() + REPLICATE_TO_EU)
+    return rules
+
+
+def _release_scenario(tmp_path: Path) -> Path:
+    scenario = tmp_path / "release.json"
+    scenario.write_text(
+        json.dumps(
+            {
+                "description": "a release pushed to team/api, replicated to eu-west-1",
+                "events": {"push": {"push": "team/api", "tag": "v1.2.3", "image": "release"}},
+                "happen": ["push"],
+                "expect": {"team/api": {"v1.2.3": "release"}, MIRROR_KEY: {"v1.2.3": "release"}},
+            }
+        )
+    )
+    return scenario
+
+
+def test_simulate_replicates_real_bytes_with_identical_digests(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    from ecr_automation.local.scenario import image_manifest  # noqa: PLC0415
+
+    release = image_manifest("release")[1]
+
+    code, lines, err = run(
+        capsys, "simulate", str(_release_scenario(tmp_path)), "--config", str(_replicating_rules(tmp_path))
+    )
+
+    assert code == 0, err
+    state = lines[-1]["state"]
+    # The destination's tags are read from its registry: the copier wrote them there, byte for byte.
+    mirror, source = state[MIRROR_KEY], state["team/api"]
+    assert mirror["v1.2.3"] == source["v1.2.3"] == release
+    assert mirror and all(source[tag] == digest for tag, digest in mirror.items())  # aliases too, same digests
+    copied = [line for line in lines if line.get("kind") == "image_copied"]
+    assert copied and {line["digest"] for line in copied} == {release}
+    assert copied[0]["blobs_copied"] >= 2 and copied[0]["bytes_copied"] > 0  # a config and real layers
+    deliveries = [line for line in lines if line.get("kind") == "queue_delivered"]
+    assert deliveries and all(line["failed"] == 0 for line in deliveries)
+    assert any(line.get("detail_type") == "Image Replicated" for line in lines)
+
+
+def test_simulate_reports_a_replication_without_bytes_and_dead_letters_it(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """A push event whose digest no image of the stand-in has: the worker fails it until the DLQ takes it."""
+    event = json.loads((EVENTS / "ecr-push-tagged.json").read_text())
+    event["detail"]["repository-name"] = "team/api"
+    path = tmp_path / "push.json"
+    path.write_text(json.dumps(event))
+
+    code, lines, err = run(capsys, "simulate", str(path), "--config", str(_replicating_rules(tmp_path)))
+
+    assert code == 1
+    assert "moved to the dead-letter queue" in err and "no image bytes to replicate" in err
+    deliveries = [line for line in lines if line.get("kind") == "queue_delivered"]
+    # The tag and retag's four tags: five jobs in one batch, failed five times (the template's maxReceiveCount).
+    assert len(deliveries) == 5 and deliveries[-1]["dead_lettered"] == deliveries[-1]["messages"] == 5
+    assert any(line.get("detail_type") == "Image Replication Failed" for line in lines)
+
+
+def test_simulate_without_docker_registry_says_so_in_one_line(tmp_path: Path) -> None:
+    completed = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "ecr_automation",
+            "simulate",
+            str(_release_scenario(tmp_path)),
+            "--config",
+            str(_replicating_rules(tmp_path)),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        cwd=ROOT,
+        env={**os.environ, "PATH": str(tmp_path)},  # no docker-registry on it
+    )
+    assert completed.returncode == 1
+    assert completed.stderr.strip().splitlines() == [
+        "ecr-automation: docker-registry is not installed: replication in simulate/demo needs it "
+        "(scripts/bootstrap.sh app installs it; Debian package docker-registry)"
+    ]
+
+
+def test_the_demo_rules_are_the_bundled_rules_plus_one_replicate_entry() -> None:
+    from ecr_automation.errors import BUNDLED_RULES_FILE  # noqa: PLC0415
+    from ecr_automation.local.demo import DEMO_RULES  # noqa: PLC0415
+    from ecr_automation.rules import load_rules  # noqa: PLC0415
+
+    demo, bundled = load_rules(DEMO_RULES), load_rules(BUNDLED_RULES_FILE)
+    assert demo.model_copy(update={"replicate": []}) == bundled
+    (rule,) = demo.replicate
+    assert rule.repositories == ["team/*"]
+    assert [(target.region, target.repository) for target in rule.targets] == [("eu-west-1", "mirror/{repository}")]

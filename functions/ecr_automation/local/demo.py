@@ -9,16 +9,27 @@ import re
 from pathlib import Path
 from typing import Any, TextIO
 
-from ecr_automation.local.standin import LOCAL_ACCOUNT, LOCAL_REGION, ecr_image_action
+from ecr_automation.local.standin import LOCAL_ACCOUNT, LOCAL_REGION, ecr_image_action, synthetic_manifest
 from ecr_automation.local.template import SamTemplate
 from ecr_automation.models.domain import RepositoryRef
 
 REPOSITORY = RepositoryRef(LOCAL_ACCOUNT, LOCAL_REGION, "team/web")
 SAMPLE_FINDINGS = Path(__file__).resolve().parents[3] / "events" / "findings" / "enhanced-scan-findings.json"
+# The bundled rules plus one [[replicate]] entry: team/* -> eu-west-1 as mirror/{repository}.
+DEMO_RULES = Path(__file__).resolve().parent / "demo-rules.toml"
+MIRROR = RepositoryRef(LOCAL_ACCOUNT, "eu-west-1", "mirror/team/web")
+REPLICATION_STEP = (
+    "The rules gain a [[replicate]] entry (team/* -> eu-west-1, local/demo-rules.toml) and EventBridge "
+    "delivers v1.10.0's push once more: v1.10.0 is replicated to eu-west-1 (mirror/team/web) with the same digest"
+)
+
+# Each image is a real one (a config and small layers, whose bytes a local registry holds when the
+# demo replicates); its digest is the sha256 of its manifest.
+IMAGES = {name: synthetic_manifest(f"demo image {name}") for name in ("1.9.0", "1.10.0", "1.9.5", "impostor")}
 
 
 def _digest(name: str) -> str:
-    return "sha256:" + hashlib.sha256(name.encode()).hexdigest()
+    return "sha256:" + hashlib.sha256(IMAGES[name].encode()).hexdigest()
 
 
 V1_9_0, V1_10_0, V1_9_5, IMPOSTOR = (_digest(name) for name in ("1.9.0", "1.10.0", "1.9.5", "impostor"))
@@ -69,12 +80,13 @@ def findings() -> list[dict[str, Any]]:
 def scenario() -> list[tuple[str, object]]:
     malformed = _push("v9.9.9", V1_9_0)
     malformed["detail"]["image-digest"] = "md5:not-a-digest"
+    release = _push("v1.10.0", V1_10_0)
     return [
         (
             f"CI pushes {REPOSITORY.name}:v1.9.0: the guard claims it, retag adds aliases and a digest tag",
             _push("v1.9.0", V1_9_0),
         ),
-        ("CI pushes v1.10.0: v1 and latest move forward (1.10 > 1.9, numerically)", _push("v1.10.0", V1_10_0)),
+        ("CI pushes v1.10.0: v1 and latest move forward (1.10 > 1.9, numerically)", release),
         ("A hotfix v1.9.5 is pushed later: only v1.9 moves; v1 and latest stay on v1.10.0", _push("v1.9.5", V1_9_5)),
         (
             "Someone pushes another image as v1.10.0: reverted, quarantined, reported; retag ignores it",
@@ -91,6 +103,8 @@ def scenario() -> list[tuple[str, object]]:
         ),
         ("The scan of v1.10.0 is clean: it is promoted to `scanned`", _scan(V1_10_0, ["v1.10.0"], {})),
         ("A malformed event arrives: rejected with a one-line reason, never reaching a function", malformed),
+        # The same event again (EventBridge delivers at least once): it changes nothing, but now a rule replicates it.
+        (REPLICATION_STEP, release),
     ]
 
 
@@ -104,6 +118,23 @@ def _plain(mrkdwn: str) -> str:
     text = re.sub(r"<(?:https?://[^|>]+)\|([^>]+)>", r"\1", mrkdwn)
     text = re.sub(r":[a-z_]+: ?", "", text).replace("*", "").replace("`", "")
     return html.unescape(text)
+
+
+def _replication_summary(detail: dict[str, Any]) -> str:
+    """An ``Image Replicated`` / ``Image Replication Failed`` detail in one line (they carry no summary)."""
+    source, destination = detail.get("source"), detail.get("destination")
+    if not isinstance(source, dict) or not isinstance(destination, dict):
+        return ""
+    where = destination.get("url") or f"{destination.get('account')}.dkr.ecr.{destination.get('region')}"
+    text = (
+        f"{source.get('repository-name')}:{source.get('image-tag')} -> {where}/{destination.get('repository')}"
+        f" as {_short(detail.get('image-digest'))}"
+    )
+    if "bytes-copied" in detail:
+        text += f", {detail['blobs-copied']} blob(s) copied ({detail['bytes-copied']} bytes)"
+    if detail.get("reason"):
+        text += f": {detail['reason']}"
+    return text
 
 
 class _Narrator:
@@ -137,8 +168,9 @@ class _Narrator:
             text = "; ".join(effect.get("notes", []))
         elif kind == "event_published":
             detail = effect.get("detail", {})
-            text = f"{effect.get('detail_type')}: {detail.get('summary', '')}"
+            text = f"{effect.get('detail_type')}: {detail.get('summary') or _replication_summary(detail)}"
         else:
+            effect.pop("job_id", None)  # 64 hex digits: the destination says which job
             text = ", ".join(f"{key}={_short(value)}" for key, value in effect.items())
         self._out.write(f"     {who or 'runner':<18} {kind:<20} {text}\n")
 
@@ -171,14 +203,36 @@ def run_demo(template: SamTemplate, out: TextIO) -> int:
         overrides={},
         findings=findings(),
         on_input=narrator.narrate,
+        images=list(IMAGES.values()),
+        overrides_from={REPLICATION_STEP: {"RULES_FILE": str(DEMO_RULES)}},
     )
+    mirror_key = f"{MIRROR.registry_id}/{MIRROR.region}/{MIRROR.name}"
+    mirrored = state.pop(mirror_key, {})
     out.write("\nFinal tags:\n")
     for repository, tags in state.items():
         for tag, digest in tags.items():
             out.write(f"  {repository}:{tag:<24} -> {_short(digest)}\n")
+    errors = errors + _replicas(out, state.get(REPOSITORY.name, {}), mirrored)
     expected_rejections = [error for error in errors if "rejected" in error]
     unexpected = [error for error in errors if error not in expected_rejections]
     out.write(f"\n{len(expected_rejections)} event rejected as intended; {len(unexpected)} unexpected error(s).\n")
     for error in unexpected:
         out.write(f"  error: {error}\n")
     return 0 if not unexpected and len(expected_rejections) == 1 else 1
+
+
+def _replicas(out: TextIO, source: dict[str, str], mirrored: dict[str, str]) -> list[str]:
+    """The destination's tags and digests next to the source's; an error for each that differs."""
+    out.write(f"\nReplicated: {MIRROR.region} {MIRROR.name} next to {REPOSITORY.region} {REPOSITORY.name}:\n")
+    if not mirrored:
+        out.write("  nothing\n")
+        return [f"{MIRROR.name} in {MIRROR.region} holds no replica"]
+    problems = []
+    for tag, digest in mirrored.items():
+        original = source.get(tag, "absent")
+        verdict = "identical" if original == digest else "DIFFERENT"
+        out.write(f"  {MIRROR.name}:{tag:<10} {digest}\n")
+        out.write(f"  {REPOSITORY.name}:{tag:<17} {original}  {verdict}\n")
+        if original != digest:
+            problems.append(f"{MIRROR.name}:{tag} is {digest}, but {REPOSITORY.name}:{tag} is {original}")
+    return problems

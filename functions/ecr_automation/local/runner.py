@@ -11,12 +11,12 @@ from collections import Counter, deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, TextIO, cast
+from typing import Any, Protocol, TextIO, cast
 
 from ecr_automation.adapters.clients import AwsClients
 from ecr_automation.config import EVENTBRIDGE_MAX_EVENT_BYTES, settings_from_environment
 from ecr_automation.dependencies import Dependencies, use_dependencies
-from ecr_automation.local.template import FunctionSpec, SamTemplate, resolve
+from ecr_automation.local.template import FUNCTION_TYPE, FunctionSpec, SamTemplate, resolve
 from ecr_automation.models.effects import Effect, EffectSink
 from ecr_automation.models.findings import Message
 from ecr_automation.models.parsing import EventRejected, parse_event
@@ -28,6 +28,61 @@ RUNTIME_ENVIRONMENT = {
 }
 QUIET_ENVIRONMENT = {"POWERTOOLS_LOG_LEVEL": "CRITICAL", "POWERTOOLS_METRICS_DISABLED": "true"}
 DEFAULT_EVENT_BOUND = 200
+DEFAULT_SQS_BATCH_SIZE = 10
+DEFAULT_TIMEOUT_SECONDS = 3  # Lambda's, when neither the function nor Globals says
+
+
+@dataclass(frozen=True)
+class QueueSource:
+    """A function's ``Type: SQS`` event source: the queue (logical id) it consumes, how many at once."""
+
+    function: str
+    queue: str
+    batch_size: int
+    reports_failures: bool  # FunctionResponseTypes: [ReportBatchItemFailures]
+    timeout_seconds: int
+
+
+def queue_sources(template: SamTemplate) -> list[QueueSource]:
+    """Every SQS event source of the template's functions whose queue is a template resource."""
+    queues = template.resources_of_type("AWS::SQS::Queue")
+    global_timeout = template.body.get("Globals", {}).get("Function", {}).get("Timeout", DEFAULT_TIMEOUT_SECONDS)
+    sources = []
+    for logical_id, properties in template.resources_of_type(FUNCTION_TYPE).items():
+        for event in properties.get("Events", {}).values():
+            if event.get("Type") != "SQS":
+                continue
+            queue = event.get("Properties", {}).get("Queue")
+            name = None
+            if isinstance(queue, dict) and isinstance(queue.get("Fn::GetAtt"), list):
+                name = str(queue["Fn::GetAtt"][0])
+            elif isinstance(queue, dict) and isinstance(queue.get("Ref"), str):
+                name = queue["Ref"]
+            if name not in queues:
+                continue
+            event_properties = event.get("Properties", {})
+            sources.append(
+                QueueSource(
+                    function=logical_id,
+                    queue=str(name),
+                    batch_size=int(event_properties.get("BatchSize", DEFAULT_SQS_BATCH_SIZE)),
+                    reports_failures="ReportBatchItemFailures" in event_properties.get("FunctionResponseTypes", []),
+                    timeout_seconds=int(properties.get("Timeout", global_timeout)),
+                )
+            )
+    return sources
+
+
+class QueueBackend(Protocol):
+    """Where the router receives and settles the messages of the template's queues (the embedded stand-in)."""
+
+    def receive(self, queue: str, count: int) -> list[dict[str, Any]]: ...
+    def delete_message(self, queue: str, receipt_handle: str) -> None: ...
+    def redeliver(self, queue: str, receipt_handle: str) -> None: ...
+    def queue_arn(self, queue: str) -> str: ...
+    def max_receives(self, queue: str) -> int | None: ...
+    def before_batch(self, queue: str, bodies: list[str]) -> None: ...
+    def after_batch(self, queue: str, bodies: list[str]) -> None: ...
 
 
 @dataclass
@@ -140,6 +195,7 @@ class LocalRunner:
         err: TextIO = sys.stderr,
         overrides: dict[str, str] | None = None,
         verbose: bool = False,
+        dynamic_overrides: Callable[[], dict[str, str]] | None = None,
     ) -> None:
         self.template = template
         self.functions = template.functions()
@@ -147,8 +203,14 @@ class LocalRunner:
         self._resolver = resolver
         self._out = out
         self._err = err
-        self._overrides = overrides or {}
+        self._overrides = dict(overrides or {})
         self._verbose = verbose
+        # Computed at each invocation (e.g. the local registries started so far).
+        self._dynamic_overrides = dynamic_overrides
+
+    def override(self, values: dict[str, str]) -> None:
+        """Change what every later invocation sees (the demo's rules file for its last step)."""
+        self._overrides.update(values)
 
     def environment_of(self, function: FunctionSpec) -> dict[str, str]:
         reference, attribute = self._resolver
@@ -163,10 +225,11 @@ class LocalRunner:
             **quiet,
             "AWS_LAMBDA_FUNCTION_NAME": function.logical_id,
             "LAMBDA_TASK_ROOT": str(self.template.code_root),
+            **(self._dynamic_overrides() if self._dynamic_overrides is not None else {}),
             **self._overrides,
         }
 
-    def invoke(self, function_id: str, event: object) -> Invocation:
+    def invoke(self, function_id: str, event: object, *, timeout_seconds: int | None = None) -> Invocation:
         function = self.template.function(function_id)
         event_id = event.get("id") if isinstance(event, dict) else None
         with scoped_environment(self.environment_of(function)):
@@ -178,7 +241,10 @@ class LocalRunner:
             try:
                 module_name, handler_name = function.handler.rsplit(".", 1)
                 handler = getattr(importlib.import_module(module_name), handler_name)
-                result = handler(event, LambdaContext(function.logical_id))
+                context = LambdaContext(function.logical_id)
+                if timeout_seconds is not None:
+                    context.timeout_seconds = timeout_seconds
+                result = handler(event, context)
             except Exception as error:
                 return Invocation(function.logical_id, None, "failed", f"{type(error).__name__}: {error}")
             finally:
@@ -224,12 +290,20 @@ class EventRouter:
     """Delivers events like EventBridge: to every function whose rule matches, then the events their writes cause.
 
     ``feedback`` is where the functions' clients put the events their own writes cause (see
-    ``ObservedClients``); ``bound`` caps the events dispatched over the router's life, so a feedback
-    loop stops instead of running forever.
+    ``ObservedClients``); ``bound`` caps the events and queue batches dispatched over the router's life,
+    so a feedback loop stops instead of running forever. With ``queues``, once the events settle the
+    template's SQS event sources are drained as Lambda polls them: a batch at a time, the messages a
+    function did not report in ``batchItemFailures`` deleted, the others received again (and moved to
+    the dead-letter queue by the queue's redrive policy), the events each batch causes routed in turn.
     """
 
     def __init__(
-        self, runner: LocalRunner, *, feedback: deque[dict[str, Any]], bound: int = DEFAULT_EVENT_BOUND
+        self,
+        runner: LocalRunner,
+        *,
+        feedback: deque[dict[str, Any]],
+        bound: int = DEFAULT_EVENT_BOUND,
+        queues: QueueBackend | None = None,
     ) -> None:
         self.runner = runner
         self.report = SimulationReport()
@@ -237,6 +311,8 @@ class EventRouter:
         self._feedback = feedback
         self._bound = bound
         self._dispatched = 0
+        self._queues = queues
+        self._sources = queue_sources(runner.template) if queues is not None else []
 
     def deliver(self, label: str, event: object, *, apply: Callable[[object], None] | None = None) -> None:
         """Route one delivered event and what it causes; ``apply`` first brings the world to the state it reports."""
@@ -253,20 +329,102 @@ class EventRouter:
             return
         if apply is not None:
             apply(event)
-        queue: deque[tuple[str, object]] = deque([(label, event)])
-        while queue:
-            current_label, current = queue.popleft()
-            self._dispatched += 1
-            if self._dispatched > self._bound:
-                self.report.errors.append(f"{label}: event loop did not settle after {self._bound} events; stopped")
-                self.stopped = True
-                return
-            self._dispatch(current_label, current)
-            while self._feedback:
-                caused = self._feedback.popleft()
-                if not str(caused.get("source", "")).startswith("aws."):  # only AWS may use aws.* sources
-                    self.report.published[str(caused.get("detail-type"))] += 1
-                queue.append((f"{current_label} -> {caused.get('detail-type')}", caused))
+        pending: deque[tuple[str, object]] = deque([(label, event)])
+        while True:
+            if pending:
+                current_label, current = pending.popleft()
+                if not self._count(label):
+                    return
+                self._dispatch(current_label, current)
+                self._collect_feedback(current_label, pending)
+            elif not self._deliver_one_batch(label, pending):
+                return  # settled: no event left, every queue drained
+
+    def _count(self, label: str) -> bool:
+        self._dispatched += 1
+        if self._dispatched > self._bound:
+            self.report.errors.append(f"{label}: event loop did not settle after {self._bound} events; stopped")
+            self.stopped = True
+            return False
+        return True
+
+    def _collect_feedback(self, label: str, pending: deque[tuple[str, object]]) -> None:
+        while self._feedback:
+            caused = self._feedback.popleft()
+            if not str(caused.get("source", "")).startswith("aws."):  # only AWS may use aws.* sources
+                self.report.published[str(caused.get("detail-type"))] += 1
+            pending.append((f"{label} -> {caused.get('detail-type')}", caused))
+
+    def _deliver_one_batch(self, label: str, pending: deque[tuple[str, object]]) -> bool:
+        """One batch from the first queue holding messages to its function; False when every queue is empty."""
+        queues = self._queues
+        if queues is None:
+            return False
+        for source in self._sources:
+            messages = queues.receive(source.queue, source.batch_size)
+            if not messages:
+                continue
+            if not self._count(label):
+                return False
+            self._deliver_batch(source, queues, messages, f"{label} -> {source.queue}")
+            self._collect_feedback(f"{label} -> {source.queue}", pending)
+            return True
+        return False
+
+    def _deliver_batch(
+        self, source: QueueSource, queues: QueueBackend, messages: list[dict[str, Any]], label: str
+    ) -> None:
+        arn = queues.queue_arn(source.queue)
+        bodies = [str(message.get("Body", "")) for message in messages]
+        queues.before_batch(source.queue, bodies)
+        event = {"Records": [sqs_record(message, arn) for message in messages]}
+        invocation = self.runner.invoke(source.function, event, timeout_seconds=source.timeout_seconds)
+        self.report.invocations.append(invocation)
+        ids = [str(message["MessageId"]) for message in messages]
+        if invocation.status == "failed":  # the whole batch returns to the queue (Powertools raises when all fail)
+            failed = set(ids)
+        elif source.reports_failures and invocation.result is not None:
+            failed = {
+                str(failure.get("itemIdentifier"))
+                for failure in invocation.result.get("batchItemFailures") or []
+                if isinstance(failure, dict)
+            }
+        else:
+            failed = set()
+        max_receives = queues.max_receives(source.queue)
+        dead_lettered = 0
+        for message in messages:
+            message_id = str(message["MessageId"])
+            if message_id not in failed:
+                queues.delete_message(source.queue, str(message["ReceiptHandle"]))
+                continue
+            receives = int(message.get("Attributes", {}).get("ApproximateReceiveCount", "1"))
+            if max_receives is None:
+                # SQS would deliver it again after the visibility timeout, forever: a run cannot wait for that.
+                self.report.errors.append(f"{label}: message {message_id} failed and has no dead-letter queue")
+                continue
+            if receives >= max_receives:
+                dead_lettered += 1
+                self.report.errors.append(
+                    f"{label}: {source.function} failed message {message_id} {receives} times: "
+                    "moved to the dead-letter queue"
+                )
+            queues.redeliver(source.queue, str(message["ReceiptHandle"]))  # the queue's redrive policy decides
+        queues.after_batch(source.queue, [body for body, id_ in zip(bodies, ids, strict=True) if id_ not in failed])
+        self.runner.report_effect(
+            Effect(
+                "queue_delivered",
+                {
+                    "function": source.function,
+                    "queue": source.queue,
+                    "messages": len(messages),
+                    "failed": len(failed),
+                    **({"dead_lettered": dead_lettered} if dead_lettered else {}),
+                    # The first line: Powertools' BatchProcessingError goes on with every record's traceback.
+                    **({"reason": str(invocation.reason).splitlines()[0]} if invocation.status == "failed" else {}),
+                },
+            )
+        )
 
     def _dispatch(self, label: str, event: object) -> None:
         targets = self.runner.matching_functions(event)
@@ -293,3 +451,28 @@ class EventRouter:
                 self.report.errors.append(f"{label}: rejected by {function_id}: {invocation.reason}")
             elif invocation.status == "failed":
                 self.report.errors.append(f"{label}: {function_id} failed: {invocation.reason}")
+
+
+def sqs_record(message: dict[str, Any], queue_arn: str) -> dict[str, Any]:
+    """An SQS message (ReceiveMessage's shape) as Lambda's SQS event source hands it to a function."""
+    region = queue_arn.split(":")[3] if queue_arn.count(":") >= 5 else ""
+    return {
+        "messageId": message["MessageId"],
+        "receiptHandle": message["ReceiptHandle"],
+        "body": message.get("Body", ""),
+        "attributes": dict(message.get("Attributes", {})),
+        "messageAttributes": {
+            name: {
+                "stringValue": value.get("StringValue"),
+                "binaryValue": value.get("BinaryValue"),
+                "stringListValues": [],
+                "binaryListValues": [],
+                "dataType": value.get("DataType", "String"),
+            }
+            for name, value in message.get("MessageAttributes", {}).items()
+        },
+        "md5OfBody": message.get("MD5OfBody", ""),
+        "eventSource": "aws:sqs",
+        "eventSourceARN": queue_arn,
+        "awsRegion": region,
+    }

@@ -9,13 +9,14 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import random
 import re
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
@@ -23,6 +24,9 @@ from ecr_automation.adapters.clients import AwsClients
 from ecr_automation.local.template import SamTemplate
 from ecr_automation.models.domain import RepositoryRef
 from ecr_automation.models.events import REPOSITORY_ARN_PATTERN
+
+if TYPE_CHECKING:
+    from ecr_automation.local.registry import LocalRegistry
 
 LOCAL_ACCOUNT = "123456789012"
 LOCAL_REGION = "us-east-1"
@@ -34,6 +38,10 @@ FAKE_CREDENTIALS = {
     "AWS_REGION": LOCAL_REGION,
 }
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
+OCI_LAYER = "application/vnd.oci.image.layer.v1.tar"
+# The annotation a synthetic manifest carries: its blobs are generated again from this seed.
+SYNTHETIC_SEED = "dev.ecr-automation.synthetic-seed"
 ACCOUNT_ID = re.compile(r"^\d{12}$")
 REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d+$")
 
@@ -207,6 +215,14 @@ class LocalWorld:
         self._findings_given: set[str] = set()
         self._physical: dict[str, str] = {}
         self._manifests: dict[str, str] = {}
+        self._queue_arns: dict[str, str] = {}
+        self._max_receives: dict[str, int] = {}
+        # Replication: a local registry per ECR registry (account, region), and the images whose bytes they hold.
+        self._replicating = False
+        self._registries: dict[tuple[str, str], LocalRegistry] = {}
+        self._bytes_pushed: set[tuple[str, str, str, str]] = set()  # (account, region, repository, digest)
+        # What the stand-in could not do (an image without bytes to replicate); reported as errors.
+        self.problems: list[str] = []
 
     # -- template resources -------------------------------------------------------------------
     def create_template_resources(self) -> None:
@@ -220,8 +236,27 @@ class LocalWorld:
             )
             self._physical[logical_id] = logical_id
         sqs = self._session.client("sqs")
-        for logical_id in self.template.resources_of_type("AWS::SQS::Queue"):
-            self._physical[logical_id] = sqs.create_queue(QueueName=logical_id)["QueueUrl"]
+        queues = self.template.resources_of_type("AWS::SQS::Queue")
+        for logical_id in queues:
+            url = sqs.create_queue(QueueName=logical_id)["QueueUrl"]
+            self._physical[logical_id] = url
+            arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+            self._queue_arns[logical_id] = arn
+        for logical_id, properties in queues.items():
+            # A redrive policy as the template writes it: SQS moves a message after maxReceiveCount receives.
+            policy = properties.get("RedrivePolicy")
+            target = _get_att_resource(policy.get("deadLetterTargetArn")) if isinstance(policy, dict) else None
+            if isinstance(policy, dict) and target in self._queue_arns:
+                max_receives = int(policy.get("maxReceiveCount", 10))
+                sqs.set_queue_attributes(
+                    QueueUrl=self._physical[logical_id],
+                    Attributes={
+                        "RedrivePolicy": json.dumps(
+                            {"deadLetterTargetArn": self._queue_arns[str(target)], "maxReceiveCount": str(max_receives)}
+                        )
+                    },
+                )
+                self._max_receives[logical_id] = max_receives
 
     def reference(self, name: str) -> str:
         pseudo = {
@@ -240,6 +275,8 @@ class LocalWorld:
         return name
 
     def attribute(self, resource: str, attribute: str) -> str:
+        if attribute == "Arn" and resource in self._queue_arns:
+            return self._queue_arns[resource]
         if attribute == "Arn":
             return f"arn:aws:local:{self.region}:{self.account}:{resource}"
         return f"{resource}.{attribute}"
@@ -249,6 +286,123 @@ class LocalWorld:
         url = self._physical[logical_id]
         response = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, MessageAttributeNames=["All"])
         return [dict(message) for message in response.get("Messages", [])]
+
+    # -- the queues functions consume (the runner delivers them like Lambda's SQS event source) --------
+    def receive(self, queue: str, count: int) -> list[dict[str, Any]]:
+        response = self._session.client("sqs").receive_message(
+            QueueUrl=self._physical[queue],
+            MaxNumberOfMessages=max(1, min(count, 10)),
+            AttributeNames=["All"],
+            MessageAttributeNames=["All"],
+            WaitTimeSeconds=0,
+        )
+        return [dict(message) for message in response.get("Messages", [])]
+
+    def delete_message(self, queue: str, receipt_handle: str) -> None:
+        self._session.client("sqs").delete_message(QueueUrl=self._physical[queue], ReceiptHandle=receipt_handle)
+
+    def redeliver(self, queue: str, receipt_handle: str) -> None:
+        """Visible again at once (not after the visibility timeout): the run goes on with its next receive."""
+        self._session.client("sqs").change_message_visibility(
+            QueueUrl=self._physical[queue], ReceiptHandle=receipt_handle, VisibilityTimeout=0
+        )
+
+    def queue_arn(self, queue: str) -> str:
+        return self._queue_arns[queue]
+
+    def max_receives(self, queue: str) -> int | None:
+        """The queue's redrive maxReceiveCount; None when it has no dead-letter queue."""
+        return self._max_receives.get(queue)
+
+    def before_batch(self, queue: str, bodies: Sequence[str]) -> None:
+        """Replication jobs about to be copied: the registries they name are running, their sources have bytes."""
+        if not self._replicating:
+            return
+        for job in _ecr_jobs(bodies):
+            source, destination = job["source"], job["destination"]
+            self.registry_for(str(source["account"]), str(source["region"]))
+            if destination.get("kind") == "ecr":
+                self.registry_for(str(destination["account"]), str(destination["region"]))
+            key = (str(source["account"]), str(source["region"]), str(source["repository"]), str(source["digest"]))
+            problem = (
+                f"{source['repository']}@{source['digest']}: no image bytes to replicate (simulate builds bytes "
+                "only for the images it names: a scenario's image names, the demo's images)"
+            )
+            if key not in self._bytes_pushed and problem not in self.problems:
+                self.problems.append(problem)
+
+    def after_batch(self, queue: str, bodies: Sequence[str]) -> None:
+        """Jobs the worker finished: ECR's API (moto) shows what its registry (the local one) now holds."""
+        if not self._replicating:
+            return
+        for job in _ecr_jobs(bodies):
+            destination, tag = job["destination"], str(job["source"]["tag"])
+            if destination.get("kind") != "ecr":
+                continue
+            repository = RepositoryRef(
+                str(destination["account"]), str(destination["region"]), destination["repository"]
+            )
+            registry = self._registries.get((repository.registry_id, repository.region))
+            held = registry.manifest(repository.name, tag) if registry is not None else None
+            if held is None:
+                continue
+            manifest, media_type, digest = held
+            self.ensure_repository(repository)
+            ecr, named = self._address(repository)
+            with contextlib.suppress(ClientError):  # already there, or a tag this repository keeps: fine
+                ecr.put_image(
+                    **named,
+                    imageManifest=manifest.decode(),
+                    imageManifestMediaType=media_type,
+                    imageDigest=digest,
+                    imageTag=tag,
+                )
+
+    # -- local registries standing in for ECR's (replication) ----------------------------------------
+    def start_replication(self) -> None:
+        """Back images with real bytes in local registries; fails at once if ``docker-registry`` is missing."""
+        self._replicating = True
+        self.registry_for(self.account, self.region)
+
+    def registry_for(self, account: str, region: str) -> LocalRegistry:
+        from ecr_automation.adapters.replication import ecr_host  # noqa: PLC0415
+        from ecr_automation.local.registry import LocalRegistry  # noqa: PLC0415
+
+        if (account, region) not in self._registries:
+            self._registries[(account, region)] = LocalRegistry(ecr_host(account, region))
+        return self._registries[(account, region)]
+
+    def registry_environment(self) -> dict[str, str]:
+        """What points the functions' copier at the local registries (nothing when not replicating)."""
+        from ecr_automation.adapters.replication import ecr_host  # noqa: PLC0415
+
+        if not self._replicating:
+            return {}
+        overrides = {
+            ecr_host(account, region): registry.url for (account, region), registry in self._registries.items()
+        }
+        return {"REGISTRY_ENDPOINT_OVERRIDES": json.dumps(overrides), "REGISTRY_INSECURE": "true"}
+
+    def close(self) -> None:
+        for registry in self._registries.values():
+            registry.stop()
+        self._registries.clear()
+
+    def _push_bytes(self, repository: RepositoryRef, digest: str, tag: str | None) -> None:
+        """The image's real bytes into the repository's registry, when the stand-in built the image."""
+        manifest = self._manifests.get(digest)
+        if manifest is None or _sha256(manifest.encode()) != digest:
+            return  # no bytes have this digest: a job copying it is reported (``before_batch``)
+        blobs = synthetic_blobs(manifest)
+        if blobs is None:
+            return
+        registry = self.registry_for(repository.registry_id, repository.region)
+        key = (repository.registry_id, repository.region, repository.name, digest)
+        if key not in self._bytes_pushed:
+            for blob_digest, data in blobs.items():
+                registry.push_blob(repository.name, blob_digest, data)
+        registry.push_manifest(repository.name, tag or digest, manifest.encode(), OCI_MANIFEST)
+        self._bytes_pushed.add(key)
 
     # -- repositories in any account and region ------------------------------------------------
     def ecr_in(self, region: str) -> Any:
@@ -317,6 +471,8 @@ class LocalWorld:
         )
         if first_push and pushed_at is not None:
             self._backdate(repository, digest, pushed_at)
+        if self._replicating:
+            self._push_bytes(repository, digest, tag)
 
     def _backdate(self, repository: RepositoryRef, digest: str, pushed_at: datetime) -> None:
         """ECR's imagePushedAt is the push's time; moto uses the wall clock, so set it to when the push happened."""
@@ -501,6 +657,33 @@ def as_ecr_answer(result: dict[str, Any]) -> dict[str, Any]:
     return answer
 
 
+def _get_att_resource(value: object) -> str | None:
+    """The resource a ``!GetAtt X.Arn`` names (as the template loader keeps it)."""
+    if isinstance(value, dict) and isinstance(value.get("Fn::GetAtt"), list) and value["Fn::GetAtt"]:
+        return str(value["Fn::GetAtt"][0])
+    return None
+
+
+def _ecr_jobs(bodies: Sequence[str]) -> list[dict[str, Any]]:
+    """The replication jobs among message bodies (anything else is the worker's to reject)."""
+    jobs = []
+    for body in bodies:
+        with contextlib.suppress(ValueError):
+            job = json.loads(body)
+            if (
+                isinstance(job, dict)
+                and isinstance(job.get("source"), dict)
+                and isinstance(job.get("destination"), dict)
+                and {"account", "region", "repository", "digest", "tag"} <= set(job["source"])
+                and (
+                    job["destination"].get("kind") != "ecr"
+                    or {"account", "region", "repository"} <= set(job["destination"])
+                )
+            ):
+                jobs.append(job)
+    return jobs
+
+
 def _event_time(event: dict[str, Any]) -> datetime | None:
     try:
         moment = datetime.fromisoformat(str(event.get("time")))
@@ -509,15 +692,54 @@ def _event_time(event: dict[str, Any]) -> datetime | None:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
-def synthetic_manifest(digest: str) -> str:
-    """A small, valid OCI manifest unique to ``digest`` (moto keeps the digest it is given)."""
-    config_digest = "sha256:" + hashlib.sha256(digest.encode()).hexdigest()
+def _sha256(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def _synthetic_layers_and_config(seed: str) -> tuple[list[bytes], bytes]:
+    """One or two small layers of seeded random bytes, and an image config naming them (all from ``seed``)."""
+    generator = random.Random(f"ecr-automation synthetic image {seed}")  # noqa: S311 - stand-in content, not secrets
+    layers = [generator.randbytes(generator.randint(512, 4096)) for _ in range(generator.randint(1, 2))]
+    config = json.dumps(
+        {
+            "architecture": "amd64",
+            "os": "linux",
+            "rootfs": {"type": "layers", "diff_ids": [_sha256(layer) for layer in layers]},
+            "config": {"Labels": {SYNTHETIC_SEED: seed}},
+        },
+        separators=(",", ":"),
+    ).encode()
+    return layers, config
+
+
+def synthetic_manifest(seed: str) -> str:
+    """A small, valid OCI image manifest unique to ``seed``: a config and one or two small layers.
+
+    Its digest is the sha256 of these bytes; the blobs it names are generated again from the seed it
+    carries as an annotation (``synthetic_blobs``), so a local registry can hold the whole image.
+    (moto keeps whatever digest PutImage is given, so an event's digest need not be this one.)
+    """
+    layers, config = _synthetic_layers_and_config(seed)
     return json.dumps(
         {
             "schemaVersion": 2,
-            "mediaType": "application/vnd.oci.image.manifest.v1+json",
-            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest, "size": 2},
-            "layers": [],
+            "mediaType": OCI_MANIFEST,
+            "config": {"mediaType": OCI_CONFIG, "digest": _sha256(config), "size": len(config)},
+            "layers": [{"mediaType": OCI_LAYER, "digest": _sha256(layer), "size": len(layer)} for layer in layers],
+            "annotations": {SYNTHETIC_SEED: seed},
         },
         separators=(",", ":"),
     )
+
+
+def synthetic_blobs(manifest: str) -> dict[str, bytes] | None:
+    """The blobs (by digest) a ``synthetic_manifest`` names; None for any other manifest."""
+    try:
+        document = json.loads(manifest)
+        seed = document["annotations"][SYNTHETIC_SEED]
+    except (ValueError, KeyError, TypeError):
+        return None
+    if not isinstance(seed, str) or synthetic_manifest(seed) != manifest:
+        return None
+    layers, config = _synthetic_layers_and_config(seed)
+    return {_sha256(blob): blob for blob in [config, *layers]}
