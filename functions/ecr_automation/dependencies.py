@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from ecr_automation.adapters.replication import AssumedRoles, JobQueue, OciCopy
     from ecr_automation.logic.notify import Notifier
     from ecr_automation.logic.ports import MessageSink
-    from ecr_automation.logic.replicate import Replicator
+    from ecr_automation.logic.replicate import PlatformScans, Replicator
 
 
 class Dependencies:
@@ -99,6 +99,13 @@ class Dependencies:
     def claim_acceptance(self) -> ClaimAcceptance:
         """The tag guard's answer to "may I act on this push?", as retag asks it."""
         return ClaimAcceptance(self.rules, Ownership(self.ledger, self.registry))
+
+    @cached_property
+    def platform_scans(self) -> PlatformScans:
+        """For the scan gate of a multi-arch image: the indexes retag recorded, and ECR's scans."""
+        from ecr_automation.logic.replicate import PlatformScans  # noqa: PLC0415 - cold start: planner only
+
+        return PlatformScans(self.registry, self.ledger)
 
     @cached_property
     def replication_queue(self) -> JobQueue:

@@ -451,3 +451,36 @@ def test_the_sample_sqs_event_carries_the_job_the_planner_makes_for_the_sample_p
     (planned,) = plan(push("v1.2.3", event_id=job.planned_by), rules, Acceptance()).jobs
     assert planned == job
     assert record["messageAttributes"]["job_id"]["stringValue"] == job.job_id
+
+
+# -- a multi-arch image passes the scan gate once every platform's scan is clean -------------------------
+def test_a_multi_arch_image_is_replicated_once_every_platform_scan_is_clean() -> None:
+    from ecr_automation.logic.replicate import PlatformScans  # noqa: PLC0415
+    from ecr_automation.models.domain import RepositoryRef  # noqa: PLC0415
+    from ecr_automation.models.events import SeverityCounts  # noqa: PLC0415
+    from tests.support.fakes import FakeLedger, FakeRegistry  # noqa: PLC0415
+
+    # Given an index (tagged v1.2.3) naming two platforms, as retag recorded it when the index was pushed
+    repository = RepositoryRef("123456789012", "us-east-1", "team/web")
+    registry, ledger = FakeRegistry(), FakeLedger()
+    amd64, arm64 = registry.add_image(repository, "amd64"), registry.add_image(repository, "arm64")
+    index = registry.add_index(repository, [(amd64, "amd64"), (arm64, "arm64")], "v1.2.3")
+    ledger.record_children(repository, index, [amd64, arm64])
+    platforms = PlatformScans(registry, ledger)
+
+    def platform_scan(digest: str, counts: dict[str, int]) -> ImageScanEvent:
+        event = basic_scan(counts, tags=[])
+        return event.model_copy(update={"detail": event.detail.model_copy(update={"image_digest": digest})})
+
+    # When the first platform's clean scan arrives, the other not scanned yet: nothing, and why
+    waiting = plan(platform_scan(amd64, {}), parse_rules(SCAN_RULES), Acceptance(), platforms)
+    assert waiting.jobs == [] and "waiting for the scan of platform" in waiting.notes[0]
+
+    # When the other platform's scan is dirty: nothing, and why
+    registry.scans[amd64] = SeverityCounts()
+    dirty = plan(platform_scan(arm64, {"HIGH": 2}), parse_rules(SCAN_RULES), Acceptance(), platforms)
+    assert dirty.jobs == [] and "2 finding(s) at HIGH or above" in dirty.notes[0]
+
+    # When it is clean: the index is replicated under its tag, by its own digest
+    clean = plan(platform_scan(arm64, {"LOW": 1}), parse_rules(SCAN_RULES), Acceptance(), platforms)
+    assert [(job.source.digest, job.source.tag) for job in clean.jobs] == [(index, "v1.2.3")]

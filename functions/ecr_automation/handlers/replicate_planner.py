@@ -26,7 +26,7 @@ ACCEPTS: tuple[type[ReplicateEvent], ...] = (ImageActionEvent, ImageScanEvent, I
 
 
 def plan_replication(event: ReplicateEvent, dependencies: Dependencies) -> dict[str, Any]:
-    planned = plan(event, dependencies.rules, dependencies.claim_acceptance)
+    planned = plan(event, dependencies.rules, dependencies.claim_acceptance, dependencies.platform_scans)
     if planned.jobs:
         dependencies.replication_queue.send(planned.jobs)
         metrics.add_metric(name="ReplicationJobsPlanned", unit=MetricUnit.Count, value=len(planned.jobs))

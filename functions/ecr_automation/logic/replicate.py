@@ -20,7 +20,7 @@ preserved and says what happened on the bus (``Image Replicated`` / ``Image Repl
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Annotated, Any, Literal, Protocol
@@ -28,7 +28,9 @@ from typing import Annotated, Any, Literal, Protocol
 from pydantic import BaseModel, ConfigDict, Field
 
 from ecr_automation.logic.ownership import is_guarded
-from ecr_automation.logic.ports import Publisher
+from ecr_automation.logic.platforms import combined_counts
+from ecr_automation.logic.ports import ImageGraph, Publisher, Registry
+from ecr_automation.models.domain import ImageManifest, RepositoryRef, short_digest
 from ecr_automation.models.events import (
     AccountId,
     Digest,
@@ -39,6 +41,7 @@ from ecr_automation.models.events import (
     InspectorScanEvent,
     RepositoryName,
     Severity,
+    SeverityCounts,
 )
 from ecr_automation.rules import ReplicateRule, ReplicationTarget, RepositorySettings, Rules, render_repository
 
@@ -121,11 +124,21 @@ class ReplicationPlan:
     notes: list[str] = field(default_factory=list)
 
 
-def plan(event: ReplicateEvent, rules: Rules, acceptance: PushAcceptance) -> ReplicationPlan:
+@dataclass(frozen=True)
+class PlatformScans:
+    """What the scan gate needs for a multi-arch image: which indexes name a platform, and their scans."""
+
+    registry: Registry
+    graph: ImageGraph
+
+
+def plan(
+    event: ReplicateEvent, rules: Rules, acceptance: PushAcceptance, platforms: PlatformScans | None = None
+) -> ReplicationPlan:
     """The jobs an event asks for, and why it asks for no more (a rejected push, a dirty scan, a filtered tag)."""
     if isinstance(event, ImageActionEvent):
         return _plan_push(event, rules, acceptance)
-    return _plan_scan(event, rules)
+    return _plan_scan(event, rules, platforms)
 
 
 def _plan_push(event: ImageActionEvent, rules: Rules, acceptance: PushAcceptance) -> ReplicationPlan:
@@ -163,7 +176,9 @@ def _push_not_replicated(event: ImageActionEvent, rules: Rules) -> str | None:
     return None
 
 
-def _plan_scan(event: ImageScanEvent | InspectorScanEvent, rules: Rules) -> ReplicationPlan:
+def _plan_scan(
+    event: ImageScanEvent | InspectorScanEvent, rules: Rules, platforms: PlatformScans | None
+) -> ReplicationPlan:
     detail = event.detail
     repository = detail.repository_name
     gated = [rule for rule in rules.replicate_for(repository) if rule.gate == "scan"]
@@ -172,12 +187,54 @@ def _plan_scan(event: ImageScanEvent | InspectorScanEvent, rules: Rules) -> Repl
     if not detail.complete:
         return ReplicationPlan(notes=[f"scan {detail.scan_status}: nothing replicated"])
     if not detail.image_tags:
-        return ReplicationPlan(notes=["the scanned image has no tag (a platform manifest?): nothing to replicate"])
-    counts = detail.finding_severity_counts
+        # Scans name platform manifests: a clean one may complete the scans of the index that names it.
+        return _plan_indexes(event, rules, gated, platforms)
     notes: list[str] = []
+    clean = _clean_rules(gated, detail.finding_severity_counts, notes, inspector=isinstance(event, InspectorScanEvent))
+    return _plan_tags(event, rules, clean, digest=detail.image_digest, tags=detail.image_tags, notes=notes)
+
+
+def _plan_indexes(
+    event: ImageScanEvent | InspectorScanEvent,
+    rules: Rules,
+    gated: list[ReplicateRule],
+    platforms: PlatformScans | None,
+) -> ReplicationPlan:
+    detail = event.detail
+    note = "the scanned image has no tag (a platform manifest?)"
+    if platforms is None:
+        return ReplicationPlan(notes=[f"{note}: nothing to replicate"])
+    repository = RepositoryRef(event.account, event.region, detail.repository_name)
+    indexes = platforms.graph.parents_of(repository, detail.image_digest)
+    if not indexes:
+        return ReplicationPlan(notes=[f"{note} and no index names it: nothing to replicate"])
+    notes: list[str] = []
+    jobs: list[ReplicationJob] = []
+    manifests = platforms.registry.get_manifests(repository, indexes)
+    tags_of = platforms.registry.tags_of_digests(repository, indexes)
+    for index in indexes:
+        manifest = manifests.get(index)
+        if not isinstance(manifest, ImageManifest):
+            notes.append(f"index {short_digest(index)} cannot be read: not replicated")
+            continue
+        reported = (detail.image_digest, detail.finding_severity_counts)
+        counts = combined_counts(platforms.registry, repository, manifest, reported)
+        if isinstance(counts, str):
+            notes.append(f"index {short_digest(index)}: {counts}; not replicated yet")
+            continue
+        # A platform's counts come from DescribeImageScanFindings, which has every severity.
+        clean = _clean_rules(gated, counts, notes, inspector=False)
+        jobs.extend(_plan_tags(event, rules, clean, digest=index, tags=tags_of.get(index, []), notes=notes).jobs)
+    return ReplicationPlan(_unique(jobs), notes)
+
+
+def _clean_rules(
+    gated: list[ReplicateRule], counts: SeverityCounts, notes: list[str], *, inspector: bool
+) -> list[ReplicateRule]:
+    """The gated rules this scan lets through: nothing at or above their ``block_at``."""
     clean: list[ReplicateRule] = []
     for rule in gated:
-        if isinstance(event, InspectorScanEvent) and rule.block_at.rank < LOWEST_SEVERITY_INSPECTOR_COUNTS.rank:
+        if inspector and rule.block_at.rank < LOWEST_SEVERITY_INSPECTOR_COUNTS.rank:
             notes.append(f"this scan reports no {rule.block_at} counts: the gate at {rule.block_at} cannot be decided")
             continue
         blocking = counts.at_or_above(rule.block_at)
@@ -186,16 +243,27 @@ def _plan_scan(event: ImageScanEvent | InspectorScanEvent, rules: Rules) -> Repl
             notes.append(f"{blocking} finding(s) at {rule.block_at} or above ({found}): not replicated")
             continue
         clean.append(rule)
+    return clean
+
+
+def _plan_tags(
+    event: ImageScanEvent | InspectorScanEvent,
+    rules: Rules,
+    clean: list[ReplicateRule],
+    *,
+    digest: str,
+    tags: Iterable[str],
+    notes: list[str],
+) -> ReplicationPlan:
+    repository = event.detail.repository_name
     guard = rules.guard_for(repository)
     jobs: list[ReplicationJob] = []
-    for tag in detail.image_tags:
+    for tag in tags:
         if guard is not None and guard.is_quarantine_tag(tag):
             notes.append(f"{tag} is the tag guard's quarantine tag: not replicated")
             continue
         wanted = [rule for rule in clean if _tag_allowed(rule, tag, notes)]
-        source = ImageSource(
-            account=event.account, region=event.region, repository=repository, digest=detail.image_digest, tag=tag
-        )
+        source = ImageSource(account=event.account, region=event.region, repository=repository, digest=digest, tag=tag)
         jobs.extend(_jobs_for(source, wanted, event.id, notes).jobs)
     return ReplicationPlan(_unique(jobs), notes)
 

@@ -16,9 +16,9 @@ from functools import partial
 from typing import Any, Protocol
 
 from ecr_automation.logic.ownership import is_guarded
+from ecr_automation.logic.platforms import combined_counts
 from ecr_automation.logic.ports import ImageGraph, Lease, LeaseLedger, Registry
 from ecr_automation.models.domain import (
-    ImageManifest,
     ImageUnavailable,
     PutOutcome,
     RegistryView,
@@ -344,9 +344,9 @@ class Retagger:
             image = target.view.image
             if isinstance(image, ImageUnavailable):  # ruled out before deciding; keeps the type narrow
                 return RetagOutcome(RetagResult.IMAGE_GONE, digest)
-            counts = self._combined_counts(repository, image, own_counts)
+            counts = combined_counts(self._registry, repository, image, own_counts)
             if isinstance(counts, str):
-                return RetagOutcome(RetagResult.BLOCKED, digest, notes=[counts])
+                return RetagOutcome(RetagResult.BLOCKED, digest, notes=[f"{counts}: nothing promoted yet"])
             earned, notes = promotion_tags(rule.promote, counts, digest, counts_below_medium=counts_below_medium)
             if not earned:
                 return RetagOutcome(RetagResult.BLOCKED, digest, notes=notes)
@@ -376,22 +376,6 @@ class Retagger:
             decide=decide,
             need_own_tags=True,
         )
-
-    def _combined_counts(
-        self, repository: RepositoryRef, image: ImageManifest, reported: tuple[str, SeverityCounts] | None
-    ) -> SeverityCounts | str:
-        """The image's scan counts; for an index, the sum over its platforms (a missing scan waits)."""
-        digests = image.platform_children() or [image.digest]
-        total: dict[str, int] = {}
-        for digest in digests:
-            counts = (
-                reported[1] if reported and reported[0] == digest else self._registry.scan_counts(repository, digest)
-            )
-            if counts is None:
-                return f"waiting for the scan of platform {short_digest(digest)}: nothing promoted yet"
-            for severity, count in counts.as_dict().items():
-                total[severity] = total.get(severity, 0) + count
-        return SeverityCounts.model_validate(total)
 
     # -- deciding and writing ----------------------------------------------------------------------
     def _decide_and_apply(
