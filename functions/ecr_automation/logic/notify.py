@@ -22,6 +22,7 @@ from datetime import date, datetime
 from enum import StrEnum
 from typing import Any
 
+from ecr_automation.logic.platforms import counts_decide
 from ecr_automation.logic.ports import FindingsSource, MessageSink, Registry, SentLedger
 from ecr_automation.models.domain import RepositoryRef, short_digest
 from ecr_automation.models.events import (
@@ -834,11 +835,10 @@ class Notifier:
             return self._deliver(repository, rule, message, [f"scan {detail.scan_status}"])
 
         counts = detail.finding_severity_counts
-        # Inspector2 Scan events count only CRITICAL, HIGH and MEDIUM: below MEDIUM only the findings tell.
-        counts_decide = scanner == SCANNER_BASIC or rule.threshold.rank >= Severity.MEDIUM.rank
+        decided_by_counts = counts_decide(rule.threshold, inspector_counts=scanner != SCANNER_BASIC)
         notes: list[str] = []
         compared_with: str | None = None
-        if counts_decide and counts.at_or_above(rule.threshold) == 0:
+        if decided_by_counts and counts.at_or_above(rule.threshold) == 0:
             report = ScanReport.from_counts(counts, rule.threshold)
             notes.append(f"nothing at {rule.threshold} or above in the scan's counts: findings not read")
         else:

@@ -1,14 +1,33 @@
-"""Scans name platform manifests, not the index that carries the release tag: what an index's scan is.
+"""What a finished scan lets through: the gate that promotion, the replication planner and the notifier share.
 
-Retag (promotion) and the replication planner (the scan gate) both decide on an index once every platform
-it names has a finished scan; the counts are the sum over its platforms (attestations are no platforms).
+Scans name platform manifests, not the index that carries the release tag: an index is decided once every
+platform it names has a finished scan, on the sum of their counts (attestations are no platforms).
 """
 
 from __future__ import annotations
 
 from ecr_automation.logic.ports import Registry
 from ecr_automation.models.domain import ImageManifest, RepositoryRef, short_digest
-from ecr_automation.models.events import SeverityCounts
+from ecr_automation.models.events import Severity, SeverityCounts
+
+# Inspector2 Scan events count only CRITICAL, HIGH and MEDIUM findings: below MEDIUM they cannot tell.
+LOWEST_SEVERITY_INSPECTOR_COUNTS = Severity.MEDIUM
+
+
+def counts_decide(block_at: Severity, *, inspector_counts: bool) -> bool:
+    """Whether a scan's counts can decide a gate at ``block_at`` (Inspector's event counts stop at MEDIUM)."""
+    return not inspector_counts or block_at.rank >= LOWEST_SEVERITY_INSPECTOR_COUNTS.rank
+
+
+def gate_closed(counts: SeverityCounts, block_at: Severity, *, inspector_counts: bool) -> str | None:
+    """Why a scan with these counts does not pass a gate at ``block_at``; None when it passes."""
+    if not counts_decide(block_at, inspector_counts=inspector_counts):
+        return f"this scan reports no {block_at} counts, so the gate cannot be decided"
+    blocking = counts.at_or_above(block_at)
+    if not blocking:
+        return None
+    found = ", ".join(f"{severity}={count}" for severity, count in counts.as_dict().items())
+    return f"{blocking} finding(s) at {block_at} or above ({found})"
 
 
 def combined_counts(

@@ -28,7 +28,7 @@ from typing import Annotated, Any, Literal, Protocol
 from pydantic import BaseModel, ConfigDict, Field
 
 from ecr_automation.logic.ownership import is_guarded
-from ecr_automation.logic.platforms import combined_counts
+from ecr_automation.logic.platforms import combined_counts, gate_closed
 from ecr_automation.logic.ports import ImageGraph, Publisher, Registry
 from ecr_automation.models.domain import ImageManifest, RepositoryRef, short_digest
 from ecr_automation.models.events import (
@@ -40,7 +40,6 @@ from ecr_automation.models.events import (
     ImageTag,
     InspectorScanEvent,
     RepositoryName,
-    Severity,
     SeverityCounts,
 )
 from ecr_automation.rules import ReplicateRule, ReplicationTarget, RepositorySettings, Rules, render_repository
@@ -49,8 +48,6 @@ ReplicateEvent = ImageActionEvent | ImageScanEvent | InspectorScanEvent
 
 IMAGE_REPLICATED = "Image Replicated"
 IMAGE_REPLICATION_FAILED = "Image Replication Failed"
-# Inspector2 Scan events count only CRITICAL, HIGH and MEDIUM findings.
-LOWEST_SEVERITY_INSPECTOR_COUNTS = Severity.MEDIUM
 
 
 # -- the job: what travels through the queue ---------------------------------------------------------
@@ -234,15 +231,10 @@ def _clean_rules(
     """The gated rules this scan lets through: nothing at or above their ``block_at``."""
     clean: list[ReplicateRule] = []
     for rule in gated:
-        if inspector and rule.block_at.rank < LOWEST_SEVERITY_INSPECTOR_COUNTS.rank:
-            notes.append(f"this scan reports no {rule.block_at} counts: the gate at {rule.block_at} cannot be decided")
-            continue
-        blocking = counts.at_or_above(rule.block_at)
-        if blocking:
-            found = ", ".join(f"{severity}={count}" for severity, count in counts.as_dict().items())
-            notes.append(f"{blocking} finding(s) at {rule.block_at} or above ({found}): not replicated")
-            continue
-        clean.append(rule)
+        if (closed := gate_closed(counts, rule.block_at, inspector_counts=inspector)) is not None:
+            notes.append(f"{closed}: not replicated")
+        else:
+            clean.append(rule)
     return clean
 
 

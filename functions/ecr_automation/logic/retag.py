@@ -16,7 +16,7 @@ from functools import partial
 from typing import Any, Protocol
 
 from ecr_automation.logic.ownership import is_guarded
-from ecr_automation.logic.platforms import combined_counts
+from ecr_automation.logic.platforms import combined_counts, gate_closed
 from ecr_automation.logic.ports import ImageGraph, Lease, LeaseLedger, Registry
 from ecr_automation.models.domain import (
     ImageUnavailable,
@@ -30,16 +30,12 @@ from ecr_automation.models.events import (
     ImageActionType,
     ImageScanEvent,
     InspectorScanEvent,
-    Severity,
     SeverityCounts,
 )
 from ecr_automation.models.versions import Version, highest_version, parse_version
 from ecr_automation.rules import AliasRule, PromoteRule, RetagRule, Rules, render_template
 
 RetagEvent = ImageActionEvent | ImageScanEvent | InspectorScanEvent
-
-# Inspector2 Scan events count only CRITICAL, HIGH and MEDIUM findings.
-LOWEST_SEVERITY_INSPECTOR_COUNTS = Severity.MEDIUM
 
 
 class RetagResult(StrEnum):
@@ -184,16 +180,9 @@ def promotion_tags(
     earned: list[tuple[str, PromoteRule]] = []
     notes: list[str] = []
     for rule in rules:
-        names = ", ".join(rule.tags)
-        if not counts_below_medium and rule.block_at.rank < LOWEST_SEVERITY_INSPECTOR_COUNTS.rank:
-            notes.append(
-                f"{names} not added: this scan reports no {rule.block_at} counts, so the gate cannot be decided"
-            )
-            continue
-        blocking = counts.at_or_above(rule.block_at)
-        if blocking:
-            found = ", ".join(f"{severity}={count}" for severity, count in counts.as_dict().items())
-            notes.append(f"{names} not added: {blocking} finding(s) at {rule.block_at} or above ({found})")
+        closed = gate_closed(counts, rule.block_at, inspector_counts=not counts_below_medium)
+        if closed is not None:
+            notes.append(f"{', '.join(rule.tags)} not added: {closed}")
             continue
         for template in rule.tags:
             tag = render_template(template, {"short_digest": short_digest(digest)})
