@@ -105,8 +105,10 @@ def test_roles_are_assumable_only_by_their_arn(template: SamTemplate) -> None:
 
 def test_tracing_and_bounded_async_retries_with_a_failure_destination(template: SamTemplate) -> None:
     assert template.body["Globals"]["Function"]["Tracing"] == "Active"
+    shared = template.body["Globals"]["Function"]["EventInvokeConfig"]
     for logical_id, properties in functions(template).items():
-        config = properties["EventInvokeConfig"]
+        # SAM merges a function's EventInvokeConfig into the Globals one, key by key.
+        config = {**shared, **properties.get("EventInvokeConfig", {})}
         assert 0 <= config["MaximumRetryAttempts"] <= 2, logical_id
         assert config["DestinationConfig"]["OnFailure"]["Type"] == "SQS"
 
