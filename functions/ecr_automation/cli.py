@@ -146,16 +146,23 @@ def cmd_simulate(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def cmd_check_config(args: argparse.Namespace, out: TextIO) -> int:
-    from ecr_automation.rules import load_rules  # noqa: PLC0415
+    """The functions' own check (adapters/rules_source.py), whether the rules come from a file, AppConfig or SSM."""
+    from ecr_automation.adapters.rules_source import document_version, rules_from_document  # noqa: PLC0415
 
-    path = Path(args.file)
+    origin = "stdin" if args.file == "-" else args.file
     try:
-        rules = load_rules(path)
+        document = sys.stdin.buffer.read() if args.file == "-" else Path(args.file).read_bytes()
+    except OSError as error:
+        raise UsageError(f"cannot read {args.file}: {error.strerror}") from None
+    try:
+        rules = rules_from_document(document, origin=origin)
     except ConfigurationError as error:
         print(f"invalid: {error}", file=sys.stderr)
         return EXIT_REJECTED
     sections = {name: len(getattr(rules, name)) for name in type(rules).model_fields}
-    out.write(f"ok: {path}: " + ", ".join(f"{count} {name} rule(s)" for name, count in sections.items()) + "\n")
+    counts = ", ".join(f"{count} {name} rule(s)" for name, count in sections.items())
+    # The version is what the functions name in their logs ("rules updated", "rules version refused").
+    out.write(f"ok: {origin}: {counts}; version {document_version(document)}\n")
     return EXIT_OK
 
 
@@ -249,6 +256,74 @@ def cmd_copy(args: argparse.Namespace, out: TextIO) -> int:
     return EXIT_OK
 
 
+def cmd_lifecycle_check(args: argparse.Namespace, out: TextIO) -> int:
+    """Report what each repository's lifecycle policy would expire of its releases and alias targets; change nothing."""
+    from datetime import UTC, datetime  # noqa: PLC0415
+
+    from ecr_automation.adapters.clients import AwsClients  # noqa: PLC0415
+    from ecr_automation.adapters.lifecycle import PREVIEW_CLIENT_CONFIG, EcrLifecycle  # noqa: PLC0415
+    from ecr_automation.config import settings_from_environment  # noqa: PLC0415
+    from ecr_automation.logic.lifecycle import LifecycleChecker, render_text  # noqa: PLC0415
+    from ecr_automation.models.domain import RepositoryRef  # noqa: PLC0415
+    from ecr_automation.models.lifecycle import LifecyclePolicyError, RepositoryNotFoundError  # noqa: PLC0415
+    from ecr_automation.rules import load_rules  # noqa: PLC0415
+
+    settings = settings_from_environment()
+    rules = load_rules(Path(args.rules) if args.rules else settings.resolved_rules_file)
+    clients = AwsClients()
+    registry_id = args.registry_id or clients.client("sts", settings.region).get_caller_identity()["Account"]
+    source = EcrLifecycle(
+        clients, preview_clients=AwsClients(config=PREVIEW_CLIENT_CONFIG), preview_wait_seconds=args.preview_wait
+    )
+    checker = LifecycleChecker(rules, source, lambda: datetime.now(UTC), use_preview=not args.no_preview)
+    names = args.repositories or sorted(source.repositories(registry_id, settings.region))
+    code = EXIT_OK
+    for name in names:
+        repository = RepositoryRef(registry_id, settings.region, name)
+        try:
+            report = checker.check(repository)
+        except RepositoryNotFoundError as error:
+            print(f"{name}: {error}", file=sys.stderr)
+            code = max(code, EXIT_USAGE)
+            continue
+        except LifecyclePolicyError as error:  # ECR accepted it, we cannot read it: nothing is proven safe
+            print(f"{name}: cannot evaluate its lifecycle policy: {error}", file=sys.stderr)
+            code = max(code, EXIT_REJECTED)
+            continue
+        if report is None:
+            out.write(
+                json.dumps({"kind": "lifecycle_report", "repository": name, "policy": None}) + "\n"
+                if args.json
+                else f"{name}: no lifecycle policy\n"
+            )
+            continue
+        out.write(
+            json.dumps({"kind": "lifecycle_report", **report.as_dict()}) + "\n" if args.json else render_text(report)
+        )
+        if report.violated:
+            code = max(code, EXIT_REJECTED)
+    return code
+
+
+def _add_lifecycle_parser(commands: Any) -> None:
+    lifecycle = commands.add_parser("lifecycle", help="lifecycle policy guardrails (read only)")
+    lifecycle_commands = lifecycle.add_subparsers(dest="lifecycle_command", required=True)
+    check = lifecycle_commands.add_parser(
+        "check",
+        help="report which protected tags and alias targets each lifecycle policy would expire, and a fix; "
+        "exit 1 if any would be",
+    )
+    check.add_argument("repositories", nargs="*", metavar="REPO", help="default: every repository you can list")
+    check.add_argument("--registry-id", help="registry (account) id (default: the caller's account)")
+    check.add_argument("--rules", help="rules file (default: the bundled one)")
+    check.add_argument("--json", action="store_true", help="one JSON report per line instead of text")
+    check.add_argument("--no-preview", action="store_true", help="skip ECR's lifecycle policy preview")
+    check.add_argument(
+        "--preview-wait", type=float, default=60.0, metavar="SECONDS", help="how long to wait for ECR's preview"
+    )
+    check.set_defaults(run=cmd_lifecycle_check)
+
+
 def _add_copy_parser(commands: Any) -> None:
     copy = commands.add_parser("copy", help="copy an image between registries, every digest preserved")
     copy.add_argument("source", help="[docker://]HOST/REPOSITORY[:TAG][@sha256:...]")
@@ -293,8 +368,10 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--verbose", action="store_true")
     sim.set_defaults(run=cmd_simulate)
 
-    check = commands.add_parser("check-config", help="validate a rules file")
-    check.add_argument("file", nargs="?", default=str(BUNDLED_RULES_FILE))
+    check = commands.add_parser(
+        "check-config", help="validate a rules file exactly as the functions do (before a deploy or a publish)"
+    )
+    check.add_argument("file", nargs="?", default=str(BUNDLED_RULES_FILE), help="rules file, or - for stdin")
     check.set_defaults(run=cmd_check_config)
 
     guard = commands.add_parser("guard", help="tag guard maintenance")
@@ -316,6 +393,7 @@ def build_parser() -> argparse.ArgumentParser:
     release.set_defaults(run=cmd_guard_release)
 
     _add_copy_parser(commands)
+    _add_lifecycle_parser(commands)
 
     demo = commands.add_parser("demo", help="a narrated end-to-end scenario on embedded stand-ins")
     demo.set_defaults(run=cmd_demo)

@@ -10,8 +10,9 @@ import os
 import re
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from ecr_automation.errors import BUNDLED_RULES_FILE, ConfigurationError
 
@@ -25,6 +26,9 @@ __all__ = [
     "settings_from_environment",
 ]
 
+# AppConfig refuses a configuration session polled more often than every 15 seconds.
+APPCONFIG_MIN_POLL_SECONDS = 15
+
 # EventBridge refuses events over 256 KiB, so anything larger never came from it.
 EVENTBRIDGE_MAX_EVENT_BYTES = 256 * 1024
 
@@ -34,6 +38,14 @@ class Settings(BaseModel):
 
     region: str = Field(alias="AWS_REGION", min_length=1)
     rules_file: Path = Field(alias="RULES_FILE", default=BUNDLED_RULES_FILE)
+    # Rules without a deploy (adapters/rules_source.py): "file" reads RULES_FILE; "appconfig" or "ssm" read the
+    # TOML document from that store through Powertools Parameters, cached for RULES_CACHE_SECONDS.
+    rules_source: Literal["file", "appconfig", "ssm"] = Field(alias="RULES_SOURCE", default="file")
+    rules_cache_seconds: int = Field(alias="RULES_CACHE_SECONDS", default=60, ge=0, le=86400)
+    rules_ssm_parameter: str | None = Field(alias="RULES_SSM_PARAMETER", default=None)
+    rules_appconfig_application: str | None = Field(alias="RULES_APPCONFIG_APPLICATION", default=None)
+    rules_appconfig_environment: str | None = Field(alias="RULES_APPCONFIG_ENVIRONMENT", default=None)
+    rules_appconfig_profile: str | None = Field(alias="RULES_APPCONFIG_PROFILE", default=None)
     ledger_table: str | None = Field(alias="TAG_LEDGER_TABLE", default=None)
     idempotency_table: str | None = Field(alias="IDEMPOTENCY_TABLE", default=None)
     event_bus_name: str = Field(alias="EVENT_BUS_NAME", default="default")
@@ -57,6 +69,37 @@ class Settings(BaseModel):
     replication_max_receives: int = Field(alias="REPLICATION_MAX_RECEIVES", default=5, gt=0)
     # Task root of the deployed function: relative RULES_FILE paths resolve against it.
     task_root: Path | None = Field(alias="LAMBDA_TASK_ROOT", default=None)
+    # One deployment for an organisation: the account the functions run in (the template sets it, so no
+    # call finds it out), and the role of MEMBER_ACCOUNT_ROLE_NAME they assume, with the external id, in any
+    # other account an event comes from (org/member-account.yaml). Without an external id every account is
+    # acted on with the functions' own credentials, as before (the account id is then not even read).
+    application_account_id: str | None = Field(alias="APPLICATION_ACCOUNT_ID", default=None)
+    member_account_role_name: str | None = Field(
+        alias="MEMBER_ACCOUNT_ROLE_NAME", default=None, pattern=r"^[A-Za-z0-9_+=,.@-]{1,64}$"
+    )
+    # Not a secret in AWS's model, but kept out of repr and logs all the same.
+    member_account_external_id: str | None = Field(
+        alias="MEMBER_ACCOUNT_EXTERNAL_ID",
+        default=None,
+        repr=False,
+        min_length=2,
+        max_length=1224,
+        pattern=r"^[A-Za-z0-9_+=,.@:/-]+$",
+    )
+
+    @field_validator("application_account_id", "member_account_role_name", "member_account_external_id", mode="before")
+    @classmethod
+    def _empty_member_setting_is_unset(cls, value: object) -> object:
+        return value or None  # the template renders "no organisation" as empty strings
+
+    @field_validator("member_account_external_id")
+    @classmethod
+    def _member_accounts_complete(cls, value: str | None, info: ValidationInfo) -> str | None:
+        # Declared last of the three, so the other two are known here. An external id switches the member role on.
+        account = info.data.get("application_account_id") or ""
+        if value and not (info.data.get("member_account_role_name") and re.fullmatch(r"\d{12}", account)):
+            raise ValueError("needs MEMBER_ACCOUNT_ROLE_NAME and APPLICATION_ACCOUNT_ID (12 digits) as well")
+        return value
 
     @field_validator(
         "ledger_table",
@@ -71,6 +114,32 @@ class Settings(BaseModel):
     def _empty_is_unset(cls, value: object) -> object:
         # CloudFormation conditions render "unset" as an empty string.
         return value or None
+
+    @field_validator(
+        "rules_ssm_parameter",
+        "rules_appconfig_application",
+        "rules_appconfig_environment",
+        "rules_appconfig_profile",
+        mode="before",
+    )
+    @classmethod
+    def _empty_rules_store_is_unset(cls, value: object) -> object:
+        return value or None  # the template renders the stores not chosen as empty strings
+
+    @model_validator(mode="after")
+    def _rules_store_named(self) -> Self:
+        if self.rules_source == "ssm" and not self.rules_ssm_parameter:
+            raise ValueError("RULES_SOURCE=ssm needs RULES_SSM_PARAMETER")
+        if self.rules_source == "appconfig":
+            names = ("APPLICATION", "ENVIRONMENT", "PROFILE")
+            missing = [
+                f"RULES_APPCONFIG_{name}" for name in names if not getattr(self, f"rules_appconfig_{name.lower()}")
+            ]
+            if missing:
+                raise ValueError(f"RULES_SOURCE=appconfig needs {' and '.join(missing)}")
+            if self.rules_cache_seconds < APPCONFIG_MIN_POLL_SECONDS:
+                raise ValueError(f"RULES_CACHE_SECONDS must be at least {APPCONFIG_MIN_POLL_SECONDS} with AppConfig")
+        return self
 
     @field_validator("slack_webhook_secret_arn")
     @classmethod
@@ -118,7 +187,9 @@ def settings_from_environment(environ: dict[str, str] | None = None) -> Settings
     except ValidationError as error:
         first = error.errors()[0]
         name = ".".join(str(part) for part in first["loc"])
-        raise ConfigurationError(f"environment variable {name}: {first['msg']}") from None
+        # A check across variables (model_validator) has no location: its message names them.
+        where = f"environment variable {name}" if name else "environment"
+        raise ConfigurationError(f"{where}: {first['msg']}") from None
 
 
 @lru_cache(maxsize=1)

@@ -10,38 +10,74 @@ from datetime import UTC, datetime
 from functools import cached_property
 from typing import TYPE_CHECKING
 
-from ecr_automation.adapters.clients import AwsClients
+from ecr_automation.adapters.clients import AwsClients, MemberAccounts
 from ecr_automation.adapters.dead_letters import DeadLetterQueue, NoDeadLetterQueue
 from ecr_automation.adapters.ecr import EcrRegistry
 from ecr_automation.adapters.effects_log import LoggingSink
 from ecr_automation.adapters.ledger import TagLedger
 from ecr_automation.adapters.publisher import EventPublisher
+from ecr_automation.adapters.rules_source import RulesRefresh, RulesSource, rules_source_for
 from ecr_automation.config import ConfigurationError, Settings, get_settings
-from ecr_automation.logic.guard import TagGuard
-from ecr_automation.logic.ownership import ClaimAcceptance, Ownership
-from ecr_automation.logic.retag import Retagger
 from ecr_automation.models.effects import EffectSink
-from ecr_automation.rules import Rules, cached_rules
+from ecr_automation.rules import Rules
 
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.idempotency import DynamoDBPersistenceLayer
 
     from ecr_automation.adapters.findings import EcrFindings
+    from ecr_automation.adapters.lifecycle import EcrLifecycle
     from ecr_automation.adapters.replication import AssumedRoles, JobQueue, OciCopy
+    from ecr_automation.logic.guard import TagGuard
+    from ecr_automation.logic.lifecycle import LifecycleGuard
     from ecr_automation.logic.notify import Notifier
+    from ecr_automation.logic.ownership import ClaimAcceptance
     from ecr_automation.logic.ports import MessageSink
     from ecr_automation.logic.replicate import PlatformScans, Replicator
+    from ecr_automation.logic.retag import Retagger
+
+# The cached properties built on the rules: forgotten when the rules change, so they follow them.
+# tests/unit/test_rules_source.py checks that every property reading ``self.rules`` is listed.
+RULE_DEPENDENT = (
+    "tag_guard",
+    "retagger",
+    "notifier",
+    "message_sinks",
+    "claim_acceptance",
+    "replicator",
+    "lifecycle_guard",
+)
 
 
 class Dependencies:
     def __init__(self, settings: Settings, clients: AwsClients | None = None, sink: EffectSink | None = None) -> None:
         self.settings = settings
-        self.clients = clients or AwsClients()
+        self.clients = clients or AwsClients(members=member_accounts(settings))
         self.sink: EffectSink = sink or LoggingSink()
+
+    # -- the rules: the bundled file, or AppConfig / SSM (adapters/rules_source.py) ------------------
+    @cached_property
+    def rules_source(self) -> RulesSource:
+        return rules_source_for(self.settings, self.clients)
 
     @cached_property
     def rules(self) -> Rules:
-        return cached_rules(self.settings.resolved_rules_file)
+        """The rules in use: the source's on first use; ``refresh_rules`` replaces them when they change."""
+        return self.rules_source.refresh().require()
+
+    def refresh_rules(self) -> RulesRefresh:
+        """Follow the source's current rules (handlers/rules_refresh.py, before each event or job).
+
+        When the rules changed, the objects built on them (``RULE_DEPENDENT``) are built again on next
+        use, with the same clients and adapters; nothing else is rebuilt.
+        """
+        refresh = self.rules_source.refresh()
+        in_use = self.__dict__.get("rules")  # what the cached_property holds, if it ran
+        if refresh.rules is not None and refresh.rules is not in_use:
+            self.__dict__["rules"] = refresh.rules
+            if in_use is not None:
+                for name in RULE_DEPENDENT:
+                    self.__dict__.pop(name, None)
+        return refresh
 
     @cached_property
     def registry(self) -> EcrRegistry:
@@ -53,12 +89,19 @@ class Dependencies:
             raise ConfigurationError("environment variable TAG_LEDGER_TABLE: required by this function")
         return TagLedger(self.clients, self.settings.ledger_table, self.settings.region, self.sink)
 
+    # -- each function's logic, imported where it is built: a function loads its own alone (its handler
+    # imports it at init), never another's (the tag guard never loads retag's logic, and so on) ---------
     @cached_property
     def tag_guard(self) -> TagGuard:
+        from ecr_automation.logic.guard import TagGuard  # noqa: PLC0415 - cold start
+
         return TagGuard(self.rules, self.registry, self.ledger, self.publisher)
 
     @cached_property
     def retagger(self) -> Retagger:
+        from ecr_automation.logic.ownership import ClaimAcceptance, Ownership  # noqa: PLC0415
+        from ecr_automation.logic.retag import Retagger  # noqa: PLC0415 - cold start
+
         # Retag asks the same ownership question the guard enforces, through a port of its own.
         acceptance = ClaimAcceptance(self.rules, Ownership(self.ledger, self.registry))
         return Retagger(self.rules, self.registry, self.ledger, acceptance)
@@ -98,6 +141,8 @@ class Dependencies:
     @cached_property
     def claim_acceptance(self) -> ClaimAcceptance:
         """The tag guard's answer to "may I act on this push?", as retag asks it."""
+        from ecr_automation.logic.ownership import ClaimAcceptance, Ownership  # noqa: PLC0415 - cold start
+
         return ClaimAcceptance(self.rules, Ownership(self.ledger, self.registry))
 
     @cached_property
@@ -142,6 +187,21 @@ class Dependencies:
         destinations = EcrDestinations(self.clients, self.assumed_roles, self.sink)
         return Replicator(self.rules, self.image_copier, destinations, self.publisher)
 
+    # -- lifecycle guardrails (imported on first use: only the lifecycle guard loads them) ---------------
+    @cached_property
+    def lifecycle_source(self) -> EcrLifecycle:
+        from ecr_automation.adapters.lifecycle import PREVIEW_CLIENT_CONFIG, EcrLifecycle  # noqa: PLC0415
+
+        preview_clients = AwsClients(config=PREVIEW_CLIENT_CONFIG, members=member_accounts(self.settings))
+        return EcrLifecycle(self.clients, preview_clients=preview_clients)
+
+    @cached_property
+    def lifecycle_guard(self) -> LifecycleGuard:
+        from ecr_automation.logic.lifecycle import LifecycleChecker, LifecycleGuard  # noqa: PLC0415
+
+        checker = LifecycleChecker(self.rules, self.lifecycle_source, clock=lambda: datetime.now(UTC))
+        return LifecycleGuard(checker, self.publisher, self.ledger)
+
     @cached_property
     def publisher(self) -> EventPublisher:
         return EventPublisher(self.clients, self.settings.event_bus_name, self.settings.region, self.sink)
@@ -162,6 +222,14 @@ class Dependencies:
             table_name=self.settings.idempotency_table,
             boto3_client=self.clients.client("dynamodb", self.settings.region),
         )
+
+
+def member_accounts(settings: Settings) -> MemberAccounts | None:
+    """The member role the functions assume in the organisation's other accounts: configured by an external id."""
+    role_name, external_id = settings.member_account_role_name, settings.member_account_external_id
+    if not (role_name and external_id and settings.application_account_id):
+        return None
+    return MemberAccounts(settings.application_account_id, role_name, external_id, settings.region)
 
 
 _current: Dependencies | None = None

@@ -27,7 +27,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 
 from ecr_automation.config import ConfigurationError
 from ecr_automation.models.domain import short_digest
-from ecr_automation.models.events import DIGEST_PATTERN, IMAGE_TAG_PATTERN, REPOSITORY_NAME_PATTERN, Severity
+from ecr_automation.models.events.base import DIGEST_PATTERN, IMAGE_TAG_PATTERN, REPOSITORY_NAME_PATTERN, Severity
 from ecr_automation.models.versions import MAX_TAG_LENGTH, is_release_tag
 
 

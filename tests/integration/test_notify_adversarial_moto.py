@@ -22,7 +22,7 @@ from ecr_automation.adapters import slack as slack_adapter
 from ecr_automation.adapters.slack import SlackDeliveryError
 from ecr_automation.dependencies import get_dependencies
 from ecr_automation.handlers import notify
-from ecr_automation.models.events import ImageScanEvent
+from ecr_automation.models.events.scans import ImageScanEvent
 from tests.integration.test_notify_moto import (
     ACCOUNT,
     REGION,

@@ -26,7 +26,7 @@ from ecr_automation.logic.ownership import ClaimAcceptance, Ownership
 from ecr_automation.logic.retag import Retagger, RetagResult
 from ecr_automation.models.domain import MANIFEST_MEDIA_TYPES, RepositoryRef, short_digest
 from ecr_automation.models.effects import CollectingSink
-from ecr_automation.models.events import ImageActionEvent
+from ecr_automation.models.events.image_action import ImageActionEvent
 from ecr_automation.rules import AliasRule, GuardRule, RetagRule, Rules
 from tests.support import builders
 from tests.support.builders import OCI_INDEX, OCI_MANIFEST, digest_of, image_manifest, index_manifest

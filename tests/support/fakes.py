@@ -29,7 +29,7 @@ from ecr_automation.models.domain import (
     ViolationKey,
     ViolationState,
 )
-from ecr_automation.models.events import SeverityCounts
+from ecr_automation.models.events.base import SeverityCounts
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"

@@ -56,6 +56,7 @@ EXPECTED: dict[str, set[str]] = {
         "guard-violation-attributed.json",
         "ecr-replication-failed.json",
         "replication-failed.json",
+        "lifecycle-violation.json",
         "malformed/mistyped-counts.json",
     },
     # Tagged pushes (a push by digest is copied as part of its tagged index) and completed scans.
@@ -73,6 +74,8 @@ EXPECTED: dict[str, set[str]] = {
     },
     # Invoked by its SQS queue only, with the jobs the planner sends: no EventBridge rule reaches it.
     "ReplicationWorkerFunction": set(),
+    # A lifecycle policy put (CloudTrail, successful calls only).
+    "LifecycleGuardFunction": {"cloudtrail-put-lifecycle-policy.json"},
 }
 MEANT_FOR_NONE = {
     "ecr-archive.json",

@@ -27,7 +27,9 @@ from ecr_automation.logic.guard import ATTRIBUTED_DETAIL_TYPE, VIOLATION_DETAIL_
 from ecr_automation.logic.ownership import ClaimAcceptance, Ownership
 from ecr_automation.logic.retag import Retagger, RetagResult
 from ecr_automation.models.domain import USER_AGENT_MARKER, RepositoryRef, ViolationKey, ViolationState
-from ecr_automation.models.events import ApiCallEvent, ImageActionEvent, ImageScanEvent
+from ecr_automation.models.events.cloudtrail import ApiCallEvent
+from ecr_automation.models.events.image_action import ImageActionEvent
+from ecr_automation.models.events.scans import ImageScanEvent
 from ecr_automation.models.parsing import EventRejected, parse_event
 from ecr_automation.rules import GuardRule, PromoteRule, RetagRule, Rules, parse_rules
 from tests.support import builders

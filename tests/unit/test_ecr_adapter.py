@@ -20,7 +20,7 @@ from ecr_automation.models.domain import (
     RepositoryRef,
 )
 from ecr_automation.models.effects import CollectingSink
-from ecr_automation.models.events import SeverityCounts
+from ecr_automation.models.events.base import SeverityCounts
 
 REPO = RepositoryRef("123456789012", "us-east-1", "team/web")
 SCOPE = {"registryId": REPO.registry_id, "repositoryName": REPO.name}

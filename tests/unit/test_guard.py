@@ -18,7 +18,8 @@ from ecr_automation.logic.guard import (
 )
 from ecr_automation.logic.ownership import ClaimAcceptance, Ownership, is_guarded
 from ecr_automation.models.domain import USER_AGENT_MARKER, RepositoryRef, ViolationKey, ViolationState
-from ecr_automation.models.events import ApiCallEvent, ImageActionEvent
+from ecr_automation.models.events.cloudtrail import ApiCallEvent
+from ecr_automation.models.events.image_action import ImageActionEvent
 from ecr_automation.rules import GuardRule, Rules, parse_rules
 from tests.support import builders
 from tests.support.fakes import FakeLedger, FakePublisher, FakeRegistry

@@ -22,10 +22,11 @@ from ecr_automation.adapters.clients import AwsClients
 from ecr_automation.config import settings_from_environment
 from ecr_automation.dependencies import Dependencies, use_dependencies
 from ecr_automation.handlers import tag_guard
-from ecr_automation.handlers.edge import process_event, process_sqs_batch
+from ecr_automation.handlers.edge import process_event
+from ecr_automation.handlers.sqs_edge import process_sqs_batch
 from ecr_automation.local.runner import LambdaContext
 from ecr_automation.models.effects import CollectingSink
-from ecr_automation.models.events import ImageActionEvent
+from ecr_automation.models.events.image_action import ImageActionEvent
 from tests.conftest import load_event
 from tests.support import builders
 

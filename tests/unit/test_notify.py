@@ -38,17 +38,15 @@ from ecr_automation.logic.notify import (
     summarize,
 )
 from ecr_automation.models.domain import RepositoryRef
-from ecr_automation.models.events import (
+from ecr_automation.models.events.application import (
     ImageReplicationFailedEvent,
-    ImageScanEvent,
-    InspectorFindingEvent,
-    InspectorScanEvent,
-    ReplicationActionEvent,
-    Severity,
-    SeverityCounts,
     TagGuardViolationAttributedEvent,
     TagGuardViolationEvent,
 )
+from ecr_automation.models.events.base import Severity, SeverityCounts
+from ecr_automation.models.events.inspector_findings import InspectorFindingEvent
+from ecr_automation.models.events.replication import ReplicationActionEvent
+from ecr_automation.models.events.scans import ImageScanEvent, InspectorScanEvent
 from ecr_automation.models.findings import Finding, Message, ScannedImage
 from ecr_automation.rules import IgnoredVulnerability, NotifyRule, Rules, load_rules, parse_rules
 from tests.conftest import load_event

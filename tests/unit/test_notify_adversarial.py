@@ -37,13 +37,11 @@ from ecr_automation.logic.notify import (
     summarize,
 )
 from ecr_automation.models.domain import RepositoryRef
-from ecr_automation.models.events import (
-    ImageScanEvent,
-    InspectorFindingEvent,
-    ReplicationActionEvent,
-    Severity,
-    TagGuardViolationAttributedEvent,
-)
+from ecr_automation.models.events.application import TagGuardViolationAttributedEvent
+from ecr_automation.models.events.base import Severity
+from ecr_automation.models.events.inspector_findings import InspectorFindingEvent
+from ecr_automation.models.events.replication import ReplicationActionEvent
+from ecr_automation.models.events.scans import ImageScanEvent
 from ecr_automation.models.findings import Finding, Message, ScannedImage
 from ecr_automation.rules import IgnoredVulnerability, NotifyRule, Rules, parse_rules
 from tests.conftest import load_event

@@ -8,23 +8,21 @@ from typing import Any
 
 import pytest
 
-from ecr_automation.models.events import (
-    APPLICATION_SOURCE,
-    ApiCallEvent,
-    ImageActionEvent,
+from ecr_automation.models.events import APPLICATION_SOURCE
+from ecr_automation.models.events.application import (
     ImageReplicationFailedEvent,
-    ImageScanEvent,
-    InspectorFindingEvent,
-    InspectorScanEvent,
-    PullThroughCacheEvent,
-    ReferrerActionEvent,
-    ReplicationActionEvent,
-    ScanResourceChangeEvent,
-    Severity,
+    LifecycleViolationEvent,
     TagGuardViolationAttributedEvent,
     TagGuardViolationEvent,
     ViolationDetail,
 )
+from ecr_automation.models.events.base import Severity
+from ecr_automation.models.events.cloudtrail import ApiCallEvent, LifecyclePolicyPutEvent
+from ecr_automation.models.events.ecr_other import PullThroughCacheEvent, ReferrerActionEvent
+from ecr_automation.models.events.image_action import ImageActionEvent
+from ecr_automation.models.events.inspector_findings import InspectorFindingEvent
+from ecr_automation.models.events.replication import ReplicationActionEvent
+from ecr_automation.models.events.scans import ImageScanEvent, InspectorScanEvent, ScanResourceChangeEvent
 from ecr_automation.models.parsing import EventRejected, IgnoredEvent, parse_event
 from tests.conftest import EVENTS, load_event
 
@@ -53,6 +51,8 @@ MODEL_OF_SAMPLE = {
     "guard-violation.json": TagGuardViolationEvent,
     "guard-violation-attributed.json": TagGuardViolationAttributedEvent,
     "replication-failed.json": ImageReplicationFailedEvent,
+    "cloudtrail-put-lifecycle-policy.json": LifecyclePolicyPutEvent,
+    "lifecycle-violation.json": LifecycleViolationEvent,
 }
 # Samples that are not one EventBridge event (kept below events/sqs/): an SQS batch carries events in
 # its message bodies.

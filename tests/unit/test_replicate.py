@@ -29,7 +29,8 @@ from ecr_automation.logic.replicate import (
     plan,
 )
 from ecr_automation.models.effects import CollectingSink
-from ecr_automation.models.events import ImageActionEvent, ImageScanEvent, InspectorScanEvent
+from ecr_automation.models.events.image_action import ImageActionEvent
+from ecr_automation.models.events.scans import ImageScanEvent, InspectorScanEvent
 from ecr_automation.rules import Rules, parse_rules
 from tests.conftest import load_event
 from tests.support.fakes import FakePublisher
@@ -457,7 +458,7 @@ def test_the_sample_sqs_event_carries_the_job_the_planner_makes_for_the_sample_p
 def test_a_multi_arch_image_is_replicated_once_every_platform_scan_is_clean() -> None:
     from ecr_automation.logic.replicate import PlatformScans  # noqa: PLC0415
     from ecr_automation.models.domain import RepositoryRef  # noqa: PLC0415
-    from ecr_automation.models.events import SeverityCounts  # noqa: PLC0415
+    from ecr_automation.models.events.base import SeverityCounts  # noqa: PLC0415
     from tests.support.fakes import FakeLedger, FakeRegistry  # noqa: PLC0415
 
     # Given an index (tagged v1.2.3) naming two platforms, as retag recorded it when the index was pushed

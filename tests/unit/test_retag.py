@@ -21,7 +21,9 @@ from ecr_automation.logic.retag import (
     promotion_tags,
 )
 from ecr_automation.models.domain import RepositoryRef, short_digest
-from ecr_automation.models.events import ImageActionEvent, ImageScanEvent, InspectorScanEvent, SeverityCounts
+from ecr_automation.models.events.base import SeverityCounts
+from ecr_automation.models.events.image_action import ImageActionEvent
+from ecr_automation.models.events.scans import ImageScanEvent, InspectorScanEvent
 from ecr_automation.models.versions import Version, parse_version
 from ecr_automation.rules import AliasRule, GuardRule, PatternRule, PromoteRule, RetagRule, Rules, parse_rules
 from tests.support import builders

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ecr_automation.config import BUNDLED_RULES_FILE, ConfigurationError
-from ecr_automation.models.events import IMAGE_TAG_PATTERN
+from ecr_automation.models.events.base import IMAGE_TAG_PATTERN
 from ecr_automation.models.versions import MAX_TAG_LENGTH, RELEASE_TAG_PATTERN, parse_version
 from ecr_automation.rules import GuardRule, PatternRule, load_rules, parse_rules
 

@@ -9,7 +9,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from ecr_automation.adapters.clients import AwsClients
+from ecr_automation.adapters.clients import AwsClients, client_in
 from ecr_automation.models.domain import (
     MANIFEST_MEDIA_TYPES,
     ImageManifest,
@@ -19,7 +19,7 @@ from ecr_automation.models.domain import (
     RepositoryRef,
 )
 from ecr_automation.models.effects import Effect, EffectSink
-from ecr_automation.models.events import SeverityCounts
+from ecr_automation.models.events.base import SeverityCounts
 
 BATCH_GET_IMAGE_MAX_IDS = 100
 # Scan statuses after which DescribeImageScanFindings' counts are final (basic: COMPLETE; enhanced: ACTIVE).
@@ -42,7 +42,8 @@ class EcrRegistry:
         self._dry_run = dry_run
 
     def _ecr(self, repository: RepositoryRef) -> Any:
-        return self._clients.client("ecr", repository.region)
+        """ECR in the repository's own account: the registry id decides (a member account's role, or ours)."""
+        return client_in(self._clients, repository.registry_id, "ecr", repository.region)
 
     # -- reading -----------------------------------------------------------------------------------
     def _batch_get(self, repository: RepositoryRef, image_ids: list[dict[str, str]]) -> dict[str, Any]:

@@ -19,7 +19,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from ecr_automation.adapters.clients import AwsClients
+from ecr_automation.adapters.clients import AwsClients, client_in
 from ecr_automation.models.findings import Finding, ScannedImage
 
 # The most DescribeImageScanFindings returns per page.
@@ -43,7 +43,8 @@ class EcrFindings:
         while the caller iterates, and no page is kept once its findings were handed out.
         """
         repository = image.repository
-        paginator = self._clients.client("ecr", repository.region).get_paginator("describe_image_scan_findings")
+        ecr = client_in(self._clients, repository.registry_id, "ecr", repository.region)  # acting in its account
+        paginator = ecr.get_paginator("describe_image_scan_findings")
         pages: Iterator[dict[str, Any]] = iter(
             paginator.paginate(
                 registryId=repository.registry_id,

@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 import boto3
 from botocore.exceptions import ClientError
 
-from ecr_automation.adapters.clients import AwsClients
+from ecr_automation.adapters.clients import AwsClients, client_in
 from ecr_automation.adapters.oci import (
     Copier,
     CopyError,
@@ -235,7 +235,8 @@ class EcrDestinations:
     def _source_tags(self, job: ReplicationJob) -> list[dict[str, str]]:
         source = job.source
         arn = f"arn:{_partition(source.region)}:ecr:{source.region}:{source.account}:repository/{source.repository}"
-        response = self._clients.client("ecr", source.region).list_tags_for_resource(resourceArn=arn)
+        ecr = client_in(self._clients, source.account, "ecr", source.region)  # the source's account acts
+        response = ecr.list_tags_for_resource(resourceArn=arn)
         return [{"Key": tag["Key"], "Value": tag["Value"]} for tag in response.get("tags", [])]
 
 
@@ -353,6 +354,8 @@ class OciCopy:
         self._overrides = {host.lower(): url for host, url in (endpoint_overrides or {}).items()}
         self._insecure = insecure
         self._token_providers: dict[str | None, EcrTokenProvider] = {}
+        # The source registry's token, from the account the image is in (a member account's role, or ours).
+        self._source_tokens = EcrTokenProvider(lambda account, region: client_in(clients, account, "ecr", region))
         self._copiers: dict[tuple[str, str, bool, str], Copier] = {}
         self._lock = threading.Lock()
 
@@ -363,7 +366,7 @@ class OciCopy:
     def copy(self, job: ReplicationJob, *, deadline: float | None, protected: TagProtection) -> CopyOutcome:
         source = job.source
         source_endpoint = self._ecr_endpoint(source.account, source.region)
-        source_credentials = EcrCredentials(self._tokens(None), source.account, source.region)
+        source_credentials = EcrCredentials(self._source_tokens, source.account, source.region)
         destination = job.destination
         destination_credentials: CredentialSource | None
         if isinstance(destination, EcrDestination):

@@ -1,27 +1,28 @@
 """What every handler does around its logic: parse, reject or ignore, run idempotently, count.
 
-``process_event`` serves a function EventBridge invokes with one event; ``process_sqs_batch`` one an
-SQS queue invokes with a batch of messages, each carrying one event. Both treat an event the same way.
+``process_event`` serves a function EventBridge invokes with one event; ``sqs_edge.process_sqs_batch`` one
+an SQS queue invokes with a batch of messages, each carrying one event. Both treat an event the same way.
+
+Cold start: this module loads only what every event function uses. Powertools Batch lives in
+``sqs_edge`` (no EventBridge function loads it), and Idempotency is loaded with the idempotency store,
+by the functions configured with one (``IDEMPOTENCY_TABLE``: the notifier, which loads it at init).
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
-from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
-from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
-from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
-from aws_lambda_powertools.utilities.idempotency import IdempotencyConfig, idempotent_function
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from ecr_automation.dependencies import Dependencies
+from ecr_automation.errors import MemberAccountAccessError
+from ecr_automation.handlers.rules_refresh import follow_rules
 from ecr_automation.models.effects import Effect
-from ecr_automation.models.events import EcrEvent
+from ecr_automation.models.events.base import Envelope
 from ecr_automation.models.parsing import EventRejected, IgnoredEvent, parse_event
 
 # EventBridge may deliver an event twice within a short window: remember outcomes for a day.
@@ -37,7 +38,7 @@ def process_event(
     context: LambdaContext,
     *,
     function: str,
-    accepts: tuple[type[EcrEvent], ...],
+    accepts: tuple[type[Envelope], ...],
     action: EventAction,
     dependencies: Dependencies,
     logger: Logger,
@@ -48,49 +49,12 @@ def process_event(
     return edge.handle(raw, context)
 
 
-def process_sqs_batch(
-    raw: dict[str, Any],
-    context: LambdaContext,
-    *,
-    function: str,
-    accepts: tuple[type[EcrEvent], ...],
-    action: EventAction,
-    dependencies: Dependencies,
-    logger: Logger,
-    metrics: Metrics,
-) -> PartialItemFailureResponse:
-    """Handle an SQS batch whose message bodies are events; return the records SQS must redeliver.
-
-    Bad input is dead-lettered and counts as handled. A record whose action raises is reported in
-    ``batchItemFailures``; when every record fails, Powertools raises ``BatchProcessingError`` instead.
-    """
-    edge = _Edge(function, accepts, action, dependencies, logger, metrics)
-
-    def handle_record(record: SQSRecord) -> dict[str, Any]:
-        with logger.append_context_keys(message_id=record.message_id):
-            try:
-                body = json.loads(record.body)
-            except json.JSONDecodeError as error:
-                return edge.reject(record.body, EventRejected(f"body: not JSON ({error.msg} at character {error.pos})"))
-            try:
-                return edge.handle(body, context)
-            except Exception:
-                event_id = body.get("id") if isinstance(body, dict) else None
-                logger.exception("event failed: SQS will redeliver it", extra={"event_id": event_id})
-                metrics.add_metric(name="EventsFailed", unit=MetricUnit.Count, value=1)
-                raise
-
-    return process_partial_response(
-        event=raw, record_handler=handle_record, processor=BatchProcessor(event_type=EventType.SQS), context=context
-    )
-
-
 @dataclass(frozen=True)
 class _Edge:
     """One function's wiring, and what it does with one raw event whichever way it arrived."""
 
     function: str
-    accepts: tuple[type[EcrEvent], ...]
+    accepts: tuple[type[Envelope], ...]
     action: EventAction
     dependencies: Dependencies
     logger: Logger
@@ -109,7 +73,11 @@ class _Edge:
 
         # Context keys, not appended ones: in a batch they must not leak into the next record's logs.
         with self.logger.append_context_keys(event_id=event.id, detail_type=event.detail_type):
-            result = _run_once(event, context, self.action, self.dependencies)
+            follow_rules(self.dependencies, self.logger, self.metrics)
+            try:
+                result = _run_once(event, context, self.action, self.dependencies)
+            except MemberAccountAccessError as refused:
+                return self.refused(raw, event.id, refused)
         self.metrics.add_metric(name="EventsProcessed", unit=MetricUnit.Count, value=1)
         return {"status": "processed", "event_id": event.id, **result}
 
@@ -123,6 +91,17 @@ class _Edge:
         self.dependencies.dead_letters.send(raw, reason=rejection.reason, function=self.function)
         return {"status": "rejected", "event_id": rejection.event_id, "reason": rejection.reason}
 
+    def refused(self, raw: object, event_id: str, refused: MemberAccountAccessError) -> dict[str, Any]:
+        """The member account's role refused us: retrying cannot fix a deployment, so park the event for replay."""
+        reason = str(refused)
+        self.logger.error("member account refused", extra={"account": refused.account, "reason": reason})
+        self.metrics.add_metric(name="MemberAccountRefusals", unit=MetricUnit.Count, value=1)
+        self.dependencies.sink.record(
+            Effect("member_account_refused", {"event_id": event_id, "account": refused.account, "reason": reason})
+        )
+        self.dependencies.dead_letters.send(raw, reason=reason, function=self.function)
+        return {"status": "dead_lettered", "event_id": event_id, "reason": reason}
+
     def ignore(self, event_id: str, reason: str) -> dict[str, Any]:
         self.logger.info("event ignored", extra={"event_id": event_id, "reason": reason})
         self.metrics.add_metric(name="EventsIgnored", unit=MetricUnit.Count, value=1)
@@ -131,11 +110,17 @@ class _Edge:
 
 
 def _run_once(
-    event: EcrEvent, context: LambdaContext, action: EventAction, dependencies: Dependencies
+    event: Envelope, context: LambdaContext, action: EventAction, dependencies: Dependencies
 ) -> dict[str, Any]:
     store = dependencies.idempotency_store
     if store is None:
         return action(event, dependencies)
+    # Loaded with the store already (dependencies.idempotency_store): only functions given a table use it.
+    from aws_lambda_powertools.utilities.idempotency import (  # noqa: PLC0415 - cold start
+        IdempotencyConfig,
+        idempotent_function,
+    )
+
     config = IdempotencyConfig(event_key_jmespath="id", expires_after_seconds=IDEMPOTENCY_TTL_SECONDS)
     config.register_lambda_context(context)
 

@@ -9,22 +9,27 @@ from __future__ import annotations
 
 from typing import Any
 
+# This function runs idempotently (template.yaml gives it IDEMPOTENCY_TABLE): load Powertools Idempotency at
+# init rather than with the store on the first event (edge.py and dependencies.py import it only then).
+import aws_lambda_powertools.utilities.idempotency  # noqa: F401
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from ecr_automation.dependencies import Dependencies, get_dependencies
+from ecr_automation.errors import MemberAccountAccessError
 from ecr_automation.handlers.edge import process_event
 from ecr_automation.logic.notify import NotifyEvent
-from ecr_automation.models.events import (
+from ecr_automation.models.events.application import (
     ImageReplicationFailedEvent,
-    ImageScanEvent,
-    InspectorFindingEvent,
-    InspectorScanEvent,
-    ReplicationActionEvent,
+    LifecycleViolationEvent,
     TagGuardViolationAttributedEvent,
     TagGuardViolationEvent,
 )
+from ecr_automation.models.events.inspector_findings import InspectorFindingEvent
+from ecr_automation.models.events.replication import ReplicationActionEvent
+from ecr_automation.models.events.scans import ImageScanEvent, InspectorScanEvent
+from ecr_automation.models.parsing import build_models
 
 logger = Logger()
 tracer = Tracer()
@@ -38,12 +43,17 @@ ACCEPTS = (
     TagGuardViolationEvent,
     TagGuardViolationAttributedEvent,
     ReplicationActionEvent,
+    LifecycleViolationEvent,
 )
+# The validators of the events this function reads, built at init (the event models defer building).
+build_models(*ACCEPTS)
 
 
 def notify(event: NotifyEvent, dependencies: Dependencies) -> dict[str, Any]:
     try:
         outcome = dependencies.notifier.handle(event)
+    except MemberAccountAccessError:
+        raise  # not an alert failure: the edge dead-letters it, with its own log line and metric
     except Exception as error:
         metrics.add_metric(name="AlertsFailed", unit=MetricUnit.Count, value=1)
         # The error names the secret or Slack's status, never a webhook URL (adapters/slack.py).

@@ -16,13 +16,17 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from ecr_automation.dependencies import Dependencies, get_dependencies
 from ecr_automation.handlers.edge import process_event
 from ecr_automation.logic.replicate import ReplicateEvent, plan
-from ecr_automation.models.events import ImageActionEvent, ImageScanEvent, InspectorScanEvent
+from ecr_automation.models.events.image_action import ImageActionEvent
+from ecr_automation.models.events.scans import ImageScanEvent, InspectorScanEvent
+from ecr_automation.models.parsing import build_models
 
 logger = Logger()
 tracer = Tracer()
 metrics = Metrics()
 
 ACCEPTS: tuple[type[ReplicateEvent], ...] = (ImageActionEvent, ImageScanEvent, InspectorScanEvent)
+# The validators of the events this function reads, built at init (the event models defer building).
+build_models(*ACCEPTS)
 
 
 def plan_replication(event: ReplicateEvent, dependencies: Dependencies) -> dict[str, Any]:

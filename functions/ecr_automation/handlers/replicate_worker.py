@@ -7,7 +7,7 @@ is published on that last delivery only. A body that is no job can never succeed
 application's dead-letter queue with the reason, and the record counts as handled.
 
 Job bodies are not EventBridge events, so this uses Powertools' batch processing directly rather than
-``edge.process_sqs_batch`` (whose records carry events); it treats records the same way.
+``sqs_edge.process_sqs_batch`` (whose records carry events); it treats records the same way.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import ValidationError
 
 from ecr_automation.dependencies import Dependencies, get_dependencies
+from ecr_automation.handlers.rules_refresh import follow_rules
 from ecr_automation.logic.replicate import (
     CopyPausedError,
     ReplicationJob,
@@ -52,6 +53,7 @@ def replicate_record(record: SQSRecord, dependencies: Dependencies, deadline: fl
         first = error.errors()[0]
         reason = f"not a replication job: {'.'.join(str(part) for part in first['loc'])}: {first['msg']}"
         return _reject(record, dependencies, reason)
+    follow_rules(dependencies, logger, metrics)  # the destination's guard rule is read from the current rules
     attempt = int(record.attributes.approximate_receive_count or 1)
     final_attempt = attempt >= dependencies.settings.replication_max_receives
     with logger.append_context_keys(job_id=job.job_id, attempt=attempt):

@@ -11,14 +11,18 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from ecr_automation.dependencies import Dependencies, get_dependencies
 from ecr_automation.handlers.edge import process_event
 from ecr_automation.logic.guard import GuardResult
-from ecr_automation.models.events import ApiCallEvent, ImageActionEvent
+from ecr_automation.models.events.cloudtrail import ApiCallEvent
+from ecr_automation.models.events.image_action import ImageActionEvent
+from ecr_automation.models.parsing import build_models
 
 logger = Logger()
 tracer = Tracer()
 metrics = Metrics()
+# The validators of the events this function reads, built at init (the event models defer building).
+build_models(ImageActionEvent, ApiCallEvent)
 
 METRIC_BY_RESULT = {
-    GuardResult.CLAIMED: "TagClaims",
+    GuardResult.CLAIMED: "TagsClaimed",
     GuardResult.REVERTED: "ViolationsReverted",
     GuardResult.RESTORED: "ViolationsReverted",
     GuardResult.HANDED_OVER: "ViolationsReverted",

@@ -23,7 +23,7 @@ from botocore.exceptions import ClientError
 from ecr_automation.adapters.clients import AwsClients
 from ecr_automation.local.template import SamTemplate
 from ecr_automation.models.domain import RepositoryRef
-from ecr_automation.models.events import REPOSITORY_ARN_PATTERN
+from ecr_automation.models.events.base import REPOSITORY_ARN_PATTERN
 
 if TYPE_CHECKING:
     from ecr_automation.local.registry import LocalRegistry

@@ -26,7 +26,8 @@ from ecr_automation.models.domain import (
     ViolationState,
     short_digest,
 )
-from ecr_automation.models.events import ApiCallEvent, ImageActionEvent, ImageActionType
+from ecr_automation.models.events.cloudtrail import ApiCallEvent
+from ecr_automation.models.events.image_action import ImageActionEvent, ImageActionType
 from ecr_automation.rules import GuardRule, Rules
 
 VIOLATION_DETAIL_TYPE = "Tag Guard Violation"

@@ -25,18 +25,18 @@ from typing import Any
 from ecr_automation.logic.platforms import counts_decide
 from ecr_automation.logic.ports import FindingsSource, MessageSink, Registry, SentLedger
 from ecr_automation.models.domain import RepositoryRef, short_digest
-from ecr_automation.models.events import (
+from ecr_automation.models.events.application import (
     ImageReplicationFailedEvent,
-    ImageScanEvent,
-    InspectorFindingEvent,
-    InspectorScanEvent,
-    ReplicationActionEvent,
-    Severity,
-    SeverityCounts,
+    LifecycleViolationDetail,
+    LifecycleViolationEvent,
     TagGuardViolationAttributedEvent,
     TagGuardViolationEvent,
     ViolationDetail,
 )
+from ecr_automation.models.events.base import Severity, SeverityCounts
+from ecr_automation.models.events.inspector_findings import InspectorFindingEvent
+from ecr_automation.models.events.replication import ReplicationActionEvent
+from ecr_automation.models.events.scans import ImageScanEvent, InspectorScanEvent
 from ecr_automation.models.findings import Finding, Message, ScannedImage
 from ecr_automation.models.versions import Version, highest_version
 from ecr_automation.rules import IgnoredVulnerability, NotifyRule, Rules
@@ -49,6 +49,7 @@ NotifyEvent = (
     | TagGuardViolationAttributedEvent
     | ReplicationActionEvent
     | ImageReplicationFailedEvent
+    | LifecycleViolationEvent
 )
 
 SCANNER_BASIC = "basic"
@@ -463,6 +464,11 @@ def replication_fingerprint(event_id: str) -> str:
     return f"replication#{event_id}"
 
 
+def lifecycle_fingerprint(policy_hash: str) -> str:
+    """One message per (repository, policy): the ledger's partition is the repository."""
+    return f"lifecycle#{policy_hash}"
+
+
 # --- rendering ----------------------------------------------------------------------------------
 
 
@@ -739,6 +745,71 @@ def render_own_replication_failure(event: ImageReplicationFailedEvent) -> Messag
     )
 
 
+# Images a lifecycle alert lists one by one before "and N more"; the suggested policy shown at most this long.
+MAX_LIFECYCLE_IMAGES = 10
+_POLICY_CHARS = 2400
+
+
+def render_lifecycle_violation(event: LifecycleViolationEvent) -> Message:
+    """A lifecycle policy just put would expire protected tags or alias targets: which, by which rule, the fix."""
+    detail = event.detail
+    repository = RepositoryRef(detail.registry_id, detail.region, detail.repository_name)
+    emoji = ":rotating_light:" if detail.severity == "CRITICAL" else ":warning:"
+    what = "protected tags" if any(image.protected_tags for image in detail.images) else "alias targets"
+    lines = []
+    for image in detail.images[:MAX_LIFECYCLE_IMAGES]:
+        label = image_label(detail.repository_name, image.image_tags, image.image_digest)
+        why = [f"protected {_tags_text(image.protected_tags)}"] if image.protected_tags else []
+        why += [f"alias target of {_tags_text(image.alias_tags)}"] if image.alias_tags else []
+        pushed = f", pushed {image.pushed_at.date().isoformat()}" if image.pushed_at else ""
+        lines.append(
+            f"• {_escaped(label, 300)} (`{short_digest(image.image_digest)}`): {'; '.join(why)}"
+            f" — {_escaped(image.action, 32)} by rule {image.rule_priority}{pushed}"
+        )
+    if detail.image_count > len(lines):
+        lines.append(f"… and {detail.image_count - len(lines)} more")
+    pairs = [
+        ("Severity", detail.severity),
+        ("Images", str(detail.image_count)),
+        ("Who", _escaped(detail.actor, _SHORT_CHARS)),
+        ("When", _escaped(detail.source_event_time.isoformat(), 64)),
+        ("Policy", f"`{_escaped(detail.policy_hash, 32)}`"),
+        ("ECR preview", _escaped(detail.preview, 64)),
+        ("Region", _escaped(detail.region, 64)),
+        ("Account", _escaped(detail.registry_id, 64)),
+    ]
+    fix = f"*Suggested change:* {_escaped(detail.suggestion, _DESCRIPTION_CHARS)}"
+    if detail.suggested_policy:
+        # Outside text in a code block: escaped, and no fence of its own that could end ours.
+        policy = escape_mrkdwn(detail.suggested_policy.replace("`", "'"))
+        if len(policy) > _POLICY_CHARS:
+            policy = policy[:_POLICY_CHARS].rsplit("\n", 1)[0] + "\n…"
+        fix += f"\n```{policy}```"
+    check = f"`ecr-automation lifecycle check {_escaped(detail.repository_name, 256)}` shows every image"
+    blocks = [
+        _header(f"{emoji} Lifecycle policy: {detail.repository_name} would expire {what}"),
+        _section(
+            f"{_escaped(detail.summary, _DESCRIPTION_CHARS)}\n"
+            "_ECR expires images within a day of their meeting a rule; the policy was not changed._"
+        ),
+        *_field_sections(pairs),
+        *[_section(text) for text in _pack(lines)],
+        _section(fix[:MAX_TEXT]),
+        _context(
+            [
+                linked(
+                    repository_console_url(repository), f"{_escaped(detail.repository_name, 256)} in the ECR console"
+                ),
+                check,
+                f"source event {_escaped(detail.source_event_id, 128)}",
+            ]
+        ),
+    ]
+    return _message(
+        escape_mrkdwn(f"[{detail.severity}] {detail.summary}"), blocks, lifecycle_fingerprint(detail.policy_hash)
+    )
+
+
 def _destination_label(destination: dict[str, Any]) -> str:
     """Where a job was going: a registry URL or an ECR account/region, and the repository."""
     where = destination.get("registry") or "/".join(
@@ -814,6 +885,8 @@ class Notifier:
             return self._on_violation(event)
         if isinstance(event, ImageReplicationFailedEvent):
             return self._on_own_replication_failure(event)
+        if isinstance(event, LifecycleViolationEvent):
+            return self._on_lifecycle_violation(event)
         return self._on_replication(event)
 
     # -- scans -------------------------------------------------------------------------------------
@@ -943,14 +1016,20 @@ class Notifier:
 
     # -- this application's events and replication -------------------------------------------------
     def _on_violation(self, event: TagGuardViolationEvent | TagGuardViolationAttributedEvent) -> NotifyOutcome:
-        detail = event.detail
+        return self._alert_violation(event.detail, render_violation(event))
+
+    def _on_lifecycle_violation(self, event: LifecycleViolationEvent) -> NotifyOutcome:
+        return self._alert_violation(event.detail, render_lifecycle_violation(event))
+
+    def _alert_violation(self, detail: ViolationDetail | LifecycleViolationDetail, message: Message) -> NotifyOutcome:
+        """A guard's violation (a tag, a lifecycle policy) goes where its repository's rule says, if it alerts them."""
         rule = self._rules.notify_for(detail.repository_name)
         if rule is None:
             return NotifyOutcome(NotifyResult.NO_RULE, notes=[f"no notify rule for {detail.repository_name}"])
         if not rule.alert_violations:
             return NotifyOutcome(NotifyResult.IGNORED, notes=["the rule does not alert violations"])
         repository = RepositoryRef(detail.registry_id, detail.region, detail.repository_name)
-        return self._deliver(repository, rule, render_violation(event), [])
+        return self._deliver(repository, rule, message, [])
 
     def _on_replication(self, event: ReplicationActionEvent) -> NotifyOutcome:
         detail = event.detail

@@ -14,7 +14,7 @@ from datetime import datetime
 
 from ecr_automation.logic.ports import ClaimLedger, Registry
 from ecr_automation.models.domain import Claim, RepositoryRef
-from ecr_automation.models.events import ImageActionEvent
+from ecr_automation.models.events.image_action import ImageActionEvent
 from ecr_automation.rules import GuardRule, Rules
 
 

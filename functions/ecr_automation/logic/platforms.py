@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from ecr_automation.logic.ports import Registry
 from ecr_automation.models.domain import ImageManifest, RepositoryRef, short_digest
-from ecr_automation.models.events import Severity, SeverityCounts
+from ecr_automation.models.events.base import Severity, SeverityCounts
 
 # Inspector2 Scan events count only CRITICAL, HIGH and MEDIUM findings: below MEDIUM they cannot tell.
 LOWEST_SEVERITY_INSPECTOR_COUNTS = Severity.MEDIUM

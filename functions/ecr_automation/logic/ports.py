@@ -18,7 +18,7 @@ from ecr_automation.models.domain import (
     ViolationKey,
     ViolationState,
 )
-from ecr_automation.models.events import SeverityCounts
+from ecr_automation.models.events.base import SeverityCounts
 from ecr_automation.models.findings import Finding, Message, ScannedImage
 
 

@@ -31,17 +31,9 @@ from ecr_automation.logic.ownership import is_guarded
 from ecr_automation.logic.platforms import combined_counts, gate_closed
 from ecr_automation.logic.ports import ImageGraph, Publisher, Registry
 from ecr_automation.models.domain import ImageManifest, RepositoryRef, short_digest
-from ecr_automation.models.events import (
-    AccountId,
-    Digest,
-    ImageActionEvent,
-    ImageActionType,
-    ImageScanEvent,
-    ImageTag,
-    InspectorScanEvent,
-    RepositoryName,
-    SeverityCounts,
-)
+from ecr_automation.models.events.base import AccountId, Digest, ImageTag, RepositoryName, SeverityCounts
+from ecr_automation.models.events.image_action import ImageActionEvent, ImageActionType
+from ecr_automation.models.events.scans import ImageScanEvent, InspectorScanEvent
 from ecr_automation.rules import ReplicateRule, ReplicationTarget, RepositorySettings, Rules, render_repository
 
 ReplicateEvent = ImageActionEvent | ImageScanEvent | InspectorScanEvent

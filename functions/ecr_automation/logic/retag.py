@@ -25,13 +25,9 @@ from ecr_automation.models.domain import (
     RepositoryRef,
     short_digest,
 )
-from ecr_automation.models.events import (
-    ImageActionEvent,
-    ImageActionType,
-    ImageScanEvent,
-    InspectorScanEvent,
-    SeverityCounts,
-)
+from ecr_automation.models.events.base import SeverityCounts
+from ecr_automation.models.events.image_action import ImageActionEvent, ImageActionType
+from ecr_automation.models.events.scans import ImageScanEvent, InspectorScanEvent
 from ecr_automation.models.versions import Version, highest_version, parse_version
 from ecr_automation.rules import AliasRule, PromoteRule, RetagRule, Rules, render_template
 

@@ -5,10 +5,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ecr_automation.models.domain import RepositoryRef
-from ecr_automation.models.events import InspectorFindingDetail, Severity
+from ecr_automation.models.events.base import Severity
+
+if TYPE_CHECKING:  # the finding models load only in the functions that read Inspector2 Finding events
+    from ecr_automation.models.events.inspector_findings import InspectorFindingDetail
 
 _SEVERITIES = {severity.value: severity for severity in Severity}
 

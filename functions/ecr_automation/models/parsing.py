@@ -4,16 +4,25 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any
+from functools import cache
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
-from ecr_automation.models.events import (
-    ACCEPTED_SOURCES,
-    MODEL_BY_DETAIL_TYPE,
-    EcrEvent,
-    ImageActionEvent,
-)
+from ecr_automation.models.events import ACCEPTED_SOURCES, API_CALL_MODEL, MODEL_BY_API_CALL, MODEL_BY_DETAIL_TYPE
+
+if TYPE_CHECKING:
+    from ecr_automation.models.events.base import Envelope
+
+
+def build_models(*models: type[BaseModel]) -> None:
+    """Build these models' validators now, at init, rather than on the first event that needs them.
+
+    The event models defer building (models/events/base.py): each handler builds those it accepts, and no other.
+    """
+    for model in models:
+        model.model_rebuild()
 
 
 class EventRejected(Exception):  # noqa: N818 - reads as an outcome, like Powertools' exceptions
@@ -34,6 +43,19 @@ class IgnoredEvent:
     reason: str
 
 
+@cache
+def _model(name: str) -> type[Envelope]:
+    """The model named ``"module:Class"`` in ``models/events/``, imported on first use.
+
+    A function imports the models of the events it accepts at load; one of another type (which its
+    EventBridge rule does not route to it) is still validated, rejected or ignored as any other, at the
+    cost of importing its model then.
+    """
+    module, _, attribute = name.partition(":")
+    model: type[Envelope] = getattr(import_module(f"ecr_automation.models.events.{module}"), attribute)
+    return model
+
+
 def _event_id(raw: dict[str, Any]) -> str | None:
     value = raw.get("id")
     return value if isinstance(value, str) else None
@@ -48,7 +70,7 @@ def _describe(error: ValidationError) -> str:
     return f"{location}: {problem}"
 
 
-def parse_event(raw: object, *, max_bytes: int) -> EcrEvent | IgnoredEvent:
+def parse_event(raw: object, *, max_bytes: int) -> Envelope | IgnoredEvent:
     """Parse one EventBridge event. Raises ``EventRejected`` with a one-line reason for bad input."""
     if not isinstance(raw, dict):
         raise EventRejected(f"event is a JSON {type(raw).__name__}, not an object")
@@ -62,13 +84,16 @@ def parse_event(raw: object, *, max_bytes: int) -> EcrEvent | IgnoredEvent:
     detail_type = raw.get("detail-type")
     if not isinstance(detail_type, str) or not detail_type:
         raise EventRejected("detail-type: field required", event_id)
-    model = MODEL_BY_DETAIL_TYPE.get((source, detail_type))
-    if model is None:
+    model_name = MODEL_BY_DETAIL_TYPE.get((source, detail_type))
+    if model_name is None:
         return IgnoredEvent(event_id or "unknown", detail_type, f"unknown detail-type {detail_type!r} from {source}")
+    detail = raw.get("detail")
+    if model_name == API_CALL_MODEL and isinstance(detail, dict) and isinstance(detail.get("eventName"), str):
+        model_name = MODEL_BY_API_CALL.get((source, detail["eventName"]), model_name)
     try:
-        event = model.model_validate(raw)
+        event = _model(model_name).model_validate(raw)
     except ValidationError as error:
         raise EventRejected(_describe(error), event_id) from None
-    if isinstance(event, ImageActionEvent) and event.detail.known_action is None:
-        return IgnoredEvent(event.id, detail_type, f"unknown action-type {event.detail.action_type!r}")
+    if (reason := event.ignore_reason()) is not None:
+        return IgnoredEvent(event.id, detail_type, reason)
     return event
