@@ -51,10 +51,11 @@ venv() {
   echo "$stamp" > "$dir/.stamp"
 }
 
-# system_packages COMMAND...: installs the Debian package of each missing command (named alike).
+# system_packages COMMAND[:PACKAGE]...: installs the Debian package of each missing command (the package is
+# named like the command unless given after a colon, e.g. dockerd:docker.io).
 system_packages() {
-  local missing=() command
-  for command in "$@"; do command -v "$command" >/dev/null || missing+=("$command"); done
+  local missing=() pair
+  for pair in "$@"; do command -v "${pair%%:*}" >/dev/null || missing+=("${pair#*:}"); done
   [ ${#missing[@]} -eq 0 ] && return 0
   log "installing Debian packages: ${missing[*]}"
   local sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
@@ -79,6 +80,9 @@ case "$what" in
       log "no Python 3.11 found: the 3.11 unit-test run will fail"; py311_pid=""
     fi
     system_packages docker-registry skopeo
+    # The `sam local invoke` tier (tests/samlocal): dockerd (started by the tests; it needs iptables) and
+    # debootstrap, which builds the Lambda-like base image offline.
+    system_packages dockerd:docker.io iptables debootstrap
     wait "$app_pid"; wait "$tools_pid"; [ -z "$py311_pid" ] || wait "$py311_pid"
     ;;
   *) log "usage: $0 [app|all]"; exit 2 ;;
