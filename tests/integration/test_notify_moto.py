@@ -404,6 +404,29 @@ def test_a_second_scan_finding_the_same_set_posts_nothing(stack: NotifyStack) ->
     assert len(stack.posts()) == 1
 
 
+def test_new_only_lists_only_the_findings_the_previous_release_did_not_have(stack: NotifyStack, tmp_path: Path) -> None:
+    (tmp_path / "rules.toml").write_text(RULES + "new_only = true\n")  # read on the first event
+    previous = stack.push("release-1.2.3", tag="v1.2.3")
+    stack.scanned(previous, basic=[basic_finding("CVE-2024-1111", "CRITICAL"), basic_finding("CVE-2024-2222", "HIGH")])
+    # moto hands each injected result to the image on its first read: v1.2.3's is read before v1.3.0's is injected.
+    stack.ecr.describe_image_scan_findings(repositoryName=REPOSITORY, imageId={"imageDigest": previous})
+    current = stack.push("release-1.3.0", tag="v1.3.0")
+    findings = [basic_finding("CVE-2024-1111", "CRITICAL"), basic_finding("CVE-2024-3333", "HIGH")]
+    stack.scanned(current, basic=findings)
+    event = basic_scan_event(current, counts_of(findings), event_id="scan-v1.3.0")
+    event["detail"]["image-tags"] = ["v1.3.0"]
+
+    result = stack.invoke(event)
+
+    assert result["result"] == "posted", result
+    (post,) = stack.posts()
+    assert block_kit_errors(post.body) == []
+    text = " ".join(texts_of(post.body))
+    assert "CVE-2024-3333" in text  # new in v1.3.0
+    assert "CVE-2024-1111" not in text and "CVE-2024-2222" not in text  # v1.2.3 had it; v1.3.0 has not
+    assert "1 known finding left out (already in v1.2.3)" in text
+
+
 def test_a_failed_scan_says_why(stack: NotifyStack) -> None:
     digest = stack.push("release")
 

@@ -13,28 +13,33 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Iterator
+import os
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from pathlib import Path
+from typing import Any, cast
 
 import boto3
 import pytest
 import requests
+from botocore.exceptions import ClientError
 from botocore.stub import Stubber
 
 from ecr_automation.adapters.clients import MEMBER_SESSION_SECONDS, AwsClients, MemberAccounts
 from ecr_automation.config import settings_from_environment
 from ecr_automation.dependencies import Dependencies, get_dependencies, member_accounts, use_dependencies
 from ecr_automation.errors import MemberAccountAccessError
-from ecr_automation.handlers import notify, tag_guard
+from ecr_automation.handlers import lifecycle_guard, notify, replicate_planner, replicate_worker, retag, tag_guard
 from ecr_automation.local.runner import LambdaContext
 from ecr_automation.models.domain import RepositoryRef
 from ecr_automation.models.effects import CollectingSink
 from ecr_automation.models.findings import ScannedImage
+from tests.conftest import load_event
 from tests.support import builders
 from tests.support.member_template import member_role
 from tests.support.moto_server import TEST_CLIENT_CONFIG, MotoServer
+from tests.support.registry import OciRegistry, RegistryNotInstalledError
 
 ACCOUNT_A, ACCOUNT_B, REGION, REPOSITORY = "123456789012", "210987654321", "us-east-1", "team/web"
 ROLE_NAME, EXTERNAL_ID = "ecr-automation-member", "org-ext-5b1c"
@@ -401,3 +406,284 @@ def test_the_member_role_is_assumed_on_first_use_and_again_only_near_expiry(
         for _ in range(3):
             ecr.describe_repositories()
         stubber.assert_no_pending_responses()
+
+
+# -- every function that may act in a member account does so through the member role --------------------------
+MIRROR_REGION = "us-west-2"
+MEMBER_RULES = """
+[[guard]]
+repositories = ["*"]
+protect_releases = true
+
+[[retag]]
+repositories = ["*"]
+digest_tag = ""
+[retag.aliases]
+prefix = "v"
+"""
+KEEP_FIVE = load_event("cloudtrail-put-lifecycle-policy.json")["detail"]["requestParameters"]["lifecyclePolicyText"]
+# To any OCI registry (anonymous here): the worker's only AWS side is the source, B's registry.
+PUSH_REPLICATION = """
+[[replicate]]
+repositories = ["team/*"]
+[[replicate.targets]]
+registry = "{registry}"
+repository = "mirror-b/{{repository}}"
+"""
+SCAN_REPLICATION = f"""
+[[replicate]]
+repositories = ["team/*"]
+gate = "scan"
+block_at = "HIGH"
+[[replicate.targets]]
+region = "{MIRROR_REGION}"
+"""
+
+
+def ecr_host(account: str, region: str) -> str:
+    return f"{account}.dkr.ecr.{region}.amazonaws.com"
+
+
+@pytest.fixture(scope="module")
+def member_registry() -> Iterator[OciRegistry]:
+    """Account B's ECR registry: it accepts B's ECR token only (moto's: AWS / <account>-auth-token)."""
+    try:
+        registry = OciRegistry("AWS", f"{ACCOUNT_B}-auth-token")
+    except RegistryNotInstalledError as error:
+        pytest.fail(str(error))
+    yield registry
+    registry.stop()
+
+
+@pytest.fixture
+def member_org(
+    aws: MotoServer,
+    org_environment: dict[str, boto3.Session],
+    member_registry: OciRegistry,
+    oci_registry: OciRegistry,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> Iterator[Any]:
+    """``org`` with a rules file of the test's, the replication queue, and B's and A's mirror registries."""
+    stacks: list[Generator[OrgStack]] = []
+
+    def make(extra_rules: str = "") -> OrgStack:
+        rules = tmp_path / "rules.toml"
+        rules.write_text(MEMBER_RULES + extra_rules)
+        overrides = {
+            ecr_host(ACCOUNT_B, REGION): member_registry.url,
+            ecr_host(ACCOUNT_A, MIRROR_REGION): oci_registry.url,
+        }
+        queue_url = aws.client("sqs").create_queue(QueueName="replication")["QueueUrl"]
+        for name, value in {
+            "RULES_FILE": str(rules),
+            "REPLICATION_QUEUE_URL": queue_url,
+            "REGISTRY_ENDPOINT_OVERRIDES": json.dumps(overrides),
+            "REGISTRY_INSECURE": "true",
+        }.items():
+            monkeypatch.setenv(name, value)
+        stack = cast(Generator[OrgStack], _stack(aws, org_environment, None))
+        stacks.append(stack)
+        return next(stack)
+
+    yield make
+    for stack in stacks:
+        stack.close()
+
+
+def published(org: OrgStack, detail_type: str) -> list[dict[str, Any]]:
+    return [
+        effect.fields
+        for effect in org.sink.effects
+        if effect.kind == "event_published" and effect.fields.get("detail_type") == detail_type
+    ]
+
+
+def scanned_in(org: OrgStack, account: str, digest: str, counts: dict[str, int]) -> None:
+    """``digest``'s basic scan in ``account`` finished with these counts (DescribeImageScanFindings serves them)."""
+    result = {
+        "registryId": account,
+        "repositoryName": REPOSITORY,
+        "imageId": {"imageDigest": digest, "imageTag": "-"},  # no tag: moto would match any untagged image
+        "imageScanStatus": {"status": "COMPLETE"},
+        "imageScanFindings": {"findings": [], "findingSeverityCounts": counts},
+    }
+    requests.post(
+        f"{org.aws.endpoint_url}/moto-api/static/ecr/scan-finding-results",
+        json={"account_id": account, "region": REGION, "results": [cast(dict[str, Any], result)]},
+        timeout=10,
+    ).raise_for_status()
+    org.ecr(account).start_image_scan(repositoryName=REPOSITORY, imageId={"imageDigest": digest})
+
+
+def scan_event(account: str, digest: str, counts: dict[str, int], event_id: str) -> dict[str, Any]:
+    """ECR's basic scan event of a platform manifest (untagged: an index names it)."""
+    detail = {
+        "scan-status": "COMPLETE",
+        "repository-name": REPOSITORY,
+        "image-digest": digest,
+        "image-tags": [],
+        "finding-severity-counts": counts,
+    }
+    event = builders.ecr_event("ECR Image Scan", detail, event_id=event_id)
+    event["account"] = account
+    return event
+
+
+def push_index_in(org: OrgStack, account: str, tag: str) -> tuple[str, list[str]]:
+    """A multi-arch index under ``tag`` in ``account``'s team/web, its platform manifests pushed by digest first."""
+    children = [(arch, builders.image_manifest(f"{account}-{tag}", arch)) for arch in ("amd64", "arm64")]
+    ecr = org.ecr(account)
+    for _, body in children:
+        ecr.put_image(
+            repositoryName=REPOSITORY,
+            imageManifest=body,
+            imageManifestMediaType=builders.OCI_MANIFEST,
+            imageDigest=builders.digest_of(body),
+        )
+    index = builders.index_manifest(children)
+    digest = builders.digest_of(index)
+    ecr.put_image(
+        repositoryName=REPOSITORY,
+        imageManifest=index,
+        imageManifestMediaType=builders.OCI_INDEX,
+        imageDigest=digest,
+        imageTag=tag,
+    )
+    return digest, [builders.digest_of(body) for _, body in children]
+
+
+def own_environment(org: OrgStack) -> None:
+    """A new execution environment (as each function has): its own clients, so its own member role session."""
+    use_dependencies(Dependencies(settings_from_environment(), sink=org.sink))
+
+
+def retag_in(account: str, tag: str, digest: str, event_id: str) -> dict[str, Any]:
+    event = builders.image_action("PUSH", tag, digest, event_id=event_id)
+    event["account"] = account
+    result: dict[str, Any] = retag.lambda_handler(event, LambdaContext("RetagFunction"))
+    return result
+
+
+def tags_in(org: OrgStack, account: str) -> dict[str, str]:
+    images = org.ecr(account).list_images(repositoryName=REPOSITORY, filter={"tagStatus": "TAGGED"})["imageIds"]
+    return {image["imageTag"]: image["imageDigest"] for image in images}
+
+
+def test_retag_writes_a_member_accounts_aliases_in_that_accounts_registry(member_org: Any) -> None:
+    org: OrgStack = member_org()
+    released = org.push(ACCOUNT_B, "release", "v3.1.4")
+
+    result = retag_in(ACCOUNT_B, "v3.1.4", released, "b-release")
+
+    assert result["status"] == "processed" and sorted(result["written"]) == ["latest", "v3", "v3.1"], result
+    assert tags_in(org, ACCOUNT_B) == dict.fromkeys(["latest", "v3", "v3.1", "v3.1.4"], released)
+    assert tags_in(org, ACCOUNT_A) == {}  # A's same-named repository was never written
+
+
+def test_the_lifecycle_guard_reads_a_member_accounts_policy_there_and_publishes_the_violation(
+    member_org: Any,
+) -> None:
+    from moto.ecr.models import ecr_backends  # noqa: PLC0415 - the server runs in this process
+
+    org: OrgStack = member_org()
+    # B's releases v1.0.0 .. v1.6.0, a week apart, and a policy in force that keeps the 5 newest images.
+    start = datetime.now(UTC) - timedelta(days=60)
+    digests = [org.push(ACCOUNT_B, f"b-{minor}", f"v1.{minor}.0") for minor in range(7)]
+    for image in ecr_backends[ACCOUNT_B][REGION].repositories[REPOSITORY].images:
+        image.image_pushed_at = int((start + timedelta(days=7 * digests.index(image.get_image_digest()))).timestamp())
+    org.ecr(ACCOUNT_B).put_lifecycle_policy(repositoryName=REPOSITORY, lifecyclePolicyText=KEEP_FIVE)
+    # CloudTrail's record of that put in B, without the policy text (it leaves out oversized parameters).
+    event = load_event("cloudtrail-put-lifecycle-policy.json")
+    event["account"] = ACCOUNT_B
+    detail = event["detail"]
+    detail["recipientAccountId"] = ACCOUNT_B
+    detail["requestParameters"] = {"repositoryName": REPOSITORY, "registryId": ACCOUNT_B}
+    detail["responseElements"] = {"registryId": ACCOUNT_B, "repositoryName": REPOSITORY}
+
+    result = lifecycle_guard.lambda_handler(event, LambdaContext("LifecycleGuardFunction"))
+
+    assert result["status"] == "processed" and result["result"] == "violation", result
+    (violation,) = published(org, "Lifecycle Policy Violation")
+    assert violation["detail"]["registry-id"] == ACCOUNT_B
+    assert [image["image-digest"] for image in violation["detail"]["images"]] == digests[:2]
+    # B's policy stays as it was put; A has none.
+    assert org.ecr(ACCOUNT_B).get_lifecycle_policy(repositoryName=REPOSITORY)["lifecyclePolicyText"] == KEEP_FIVE
+    with pytest.raises(ClientError, match="LifecyclePolicyNotFound"):
+        org.ecr(ACCOUNT_A).get_lifecycle_policy(repositoryName=REPOSITORY)
+
+
+def test_the_planners_scan_gate_reads_a_member_accounts_platform_scans_there(member_org: Any) -> None:
+    org: OrgStack = member_org(SCAN_REPLICATION)
+    index, (amd64, arm64) = push_index_in(org, ACCOUNT_B, "v2.0.0")
+    retag_in(ACCOUNT_B, "v2.0.0", index, "b-index")  # retag records which platforms the index names
+    own_environment(org)  # the planner runs in a Lambda environment of its own: it assumes B's role itself
+    planner = LambdaContext("ReplicationPlannerFunction")
+    # amd64's clean scan arrives first: arm64's is not in B yet, so nothing is queued.
+    waiting = replicate_planner.lambda_handler(scan_event(ACCOUNT_B, amd64, {"LOW": 1}, "b-scan-amd64"), planner)
+    assert waiting["jobs"] == [] and "waiting for the scan of platform" in " ".join(waiting["notes"]), waiting
+    scanned_in(org, ACCOUNT_B, amd64, {"LOW": 1})
+
+    # When arm64's clean scan arrives, amd64's is read in B (clean): the index is queued, from B, under its tags.
+    planned = replicate_planner.lambda_handler(scan_event(ACCOUNT_B, arm64, {"LOW": 2}, "b-scan-arm64"), planner)
+
+    assert sorted(job["tag"] for job in planned["jobs"]) == ["latest", "v2", "v2.0", "v2.0.0"], planned
+    url = str(os.environ["REPLICATION_QUEUE_URL"])
+    queued = org.aws.client("sqs").receive_message(QueueUrl=url, MaxNumberOfMessages=10)["Messages"]
+    sources = {(job["source"]["account"], job["source"]["digest"]) for job in map(json.loads, _bodies(queued))}
+    assert sources == {(ACCOUNT_B, index)}
+
+
+def test_the_worker_pulls_from_a_member_accounts_registry_with_its_member_roles_token(
+    member_org: Any, member_registry: OciRegistry, oci_registry: OciRegistry
+) -> None:
+    org: OrgStack = member_org(PUSH_REPLICATION.format(registry=oci_registry.url))
+    # B's registry accepts only B's ECR token: what the worker gets through B's member role.
+    digest, _ = member_registry.push_image(REPOSITORY, "v4.0.0", [b"member layer " * 1000])
+    planned = replicate_planner.lambda_handler(
+        _pushed_in_b("v4.0.0", digest), LambdaContext("ReplicationPlannerFunction")
+    )
+    assert len(planned["jobs"]) == 1, planned
+    sqs = org.aws.client("sqs")
+    messages = sqs.receive_message(QueueUrl=str(os.environ["REPLICATION_QUEUE_URL"]), AttributeNames=["All"])[
+        "Messages"
+    ]
+
+    response = replicate_worker.lambda_handler(
+        {"Records": [_sqs_record(message) for message in messages]},
+        LambdaContext("ReplicationWorkerFunction", timeout_seconds=300),
+    )
+
+    assert response["batchItemFailures"] == []
+    source, media_type, source_digest = member_registry.get_manifest(REPOSITORY, "v4.0.0")
+    copied = oci_registry.get_manifest(f"mirror-b/{REPOSITORY}", "v4.0.0")
+    assert copied == (source, media_type, source_digest) and source_digest == digest
+    for blob in [json.loads(source)["config"], *json.loads(source)["layers"]]:
+        assert oci_registry.blob(f"mirror-b/{REPOSITORY}", blob["digest"]) == member_registry.blob(
+            REPOSITORY, blob["digest"]
+        )
+
+
+def _bodies(messages: list[dict[str, Any]]) -> list[str]:
+    return [str(message["Body"]) for message in messages]
+
+
+def _pushed_in_b(tag: str, digest: str) -> dict[str, Any]:
+    event = builders.image_action("PUSH", tag, digest, event_id=f"b-push-{tag}")
+    event["account"] = ACCOUNT_B
+    return event
+
+
+def _sqs_record(message: dict[str, Any]) -> dict[str, Any]:
+    url = str(os.environ["REPLICATION_QUEUE_URL"])
+    return {
+        "messageId": message["MessageId"],
+        "receiptHandle": message["ReceiptHandle"],
+        "body": message["Body"],
+        "attributes": message.get("Attributes", {}),
+        "messageAttributes": {},
+        "md5OfBody": message["MD5OfBody"],
+        "eventSource": "aws:sqs",
+        "eventSourceARN": f"arn:aws:sqs:{REGION}:{ACCOUNT_A}:{url.rsplit('/', 1)[-1]}",
+        "awsRegion": REGION,
+    }

@@ -109,7 +109,8 @@ def test_a_plain_event_from_another_account_and_region_simulates(
     path = tmp_path / "push.json"
     path.write_text(json.dumps(event))
 
-    code, lines, err = run(capsys, "simulate", str(path))
+    # As an organisation deployment runs it: the member role is assumed in account 111111111111.
+    code, lines, err = run(capsys, "simulate", "--env", "MEMBER_ACCOUNT_EXTERNAL_ID=example-org-external-id", str(path))
 
     assert code == 0, err
     (key,) = lines[-1]["state"]

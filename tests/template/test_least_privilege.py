@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from ecr_automation.local.template import FUNCTION_TYPE, SamTemplate
+from tests.support.iam_grants import grants
 
 
 def policies(properties: dict[str, Any]) -> list[dict[str, Any]]:
@@ -40,12 +41,16 @@ ONLY_ON_EVERY_RESOURCE = {"ecr:GetAuthorizationToken"}
 
 
 def test_no_wildcard_resources_or_actions(template: SamTemplate) -> None:
+    """Every statement a function gets: inline, conditional, and those of the managed policies it references."""
+    every = grants(template)
     for logical_id, properties in functions(template).items():
         assert statements(properties), f"{logical_id} has no inline policy"
-        for statement in statements(properties):
-            if statement["Resource"] == "*":
-                assert set(actions(statement)) <= ONLY_ON_EVERY_RESOURCE, f"{logical_id}: {statement.get('Sid')}"
-            assert not any(action.endswith(":*") or action == "*" for action in actions(statement)), statement
+        assert any(grant.function == logical_id for grant in every), logical_id
+    for grant in every:
+        where = f"{grant.function}/{grant.policy}/{grant.sid}"
+        if grant.resource == "*" or (isinstance(grant.resource, list) and "*" in grant.resource):
+            assert set(grant.actions) <= ONLY_ON_EVERY_RESOURCE, where
+        assert not any(action.endswith(":*") or action == "*" for action in grant.actions), where
 
 
 def test_dynamodb_access_is_limited_to_the_templates_tables(template: SamTemplate) -> None:

@@ -120,6 +120,9 @@ class ScenarioSpec(_Strict):
     timeline: list[StepSpec] | None = None
     expect: dict[str, dict[str, str | None]] = Field(default_factory=dict)
     expect_published: dict[str, Annotated[int, Field(ge=0)]] = Field(default_factory=dict)
+    # Variables every function of the run sees (as `simulate --env`, which wins): e.g. MEMBER_ACCOUNT_EXTERNAL_ID,
+    # which makes the run an organisation deployment, acting in other accounts through their member role.
+    environment: dict[Annotated[str, Field(pattern=r"^[A-Z][A-Z0-9_]*$")], str] = Field(default_factory=dict)
 
 
 # -- a scenario, resolved ----------------------------------------------------------------------------
@@ -161,6 +164,7 @@ class Scenario:
     steps: tuple[Step, ...]
     expect: tuple[TagExpectation, ...]
     expect_published: dict[str, int]
+    environment: dict[str, str]
 
     @property
     def happening(self) -> frozenset[str]:
@@ -226,6 +230,7 @@ class _Resolver:
             steps=steps,
             expect=tuple(self.expectations()),
             expect_published=dict(spec.expect_published),
+            environment=dict(spec.environment),
         )
 
     def repository(self, label: str, where: str) -> RepositoryRef:

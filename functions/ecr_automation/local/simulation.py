@@ -9,6 +9,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
+from ecr_automation.adapters.clients import MemberAccounts
 from ecr_automation.errors import ConfigurationError
 from ecr_automation.local.runner import DEFAULT_EVENT_BOUND, EventRouter, LocalRunner, scoped_environment
 from ecr_automation.local.scenario import Scenario, play
@@ -50,6 +51,20 @@ def replicates(runner: LocalRunner, rules_files: Sequence[str | None] = (None,))
     return False
 
 
+def member_accounts_of(runner: LocalRunner) -> MemberAccounts | None:
+    """The member role the functions assume in other accounts, as their environment configures it (one for all)."""
+    from ecr_automation.config import settings_from_environment  # noqa: PLC0415
+    from ecr_automation.dependencies import member_accounts  # noqa: PLC0415
+
+    functions = list(runner.functions.values())
+    if not functions:
+        return None
+    try:
+        return member_accounts(settings_from_environment({**os.environ, **runner.environment_of(functions[0])}))
+    except ConfigurationError:
+        return None  # the functions say what is wrong with it, event by event
+
+
 def run_simulation(
     template: SamTemplate,
     inputs: list[tuple[str, object]],
@@ -75,15 +90,26 @@ def run_simulation(
         for manifest in images:
             world.register_manifest(manifest)
         feedback: deque[dict[str, Any]] = deque()
-        runner = LocalRunner(
-            template,
-            clients=ObservedClients(feedback.append),
-            resolver=(world.reference, world.attribute),
-            out=out,
-            overrides=overrides,
-            verbose=verbose,
-            dynamic_overrides=world.registry_environment,
-        )
+        # A scenario's environment holds for the whole run; the command line's --env wins over it.
+        scenario_environment = {
+            name: value for _, item in inputs if isinstance(item, Scenario) for name, value in item.environment.items()
+        }
+
+        def runner_with(clients: ObservedClients) -> LocalRunner:
+            return LocalRunner(
+                template,
+                clients=clients,
+                resolver=(world.reference, world.attribute),
+                out=out,
+                overrides={**scenario_environment, **overrides},
+                verbose=verbose,
+                dynamic_overrides=world.registry_environment,
+            )
+
+        runner = runner_with(ObservedClients(feedback.append))
+        members = member_accounts_of(runner)
+        if members is not None:  # an organisation deployment: other accounts are acted on as their member role
+            runner = runner_with(ObservedClients(feedback.append, members=members))
         later_rules = [changes["RULES_FILE"] for changes in (overrides_from or {}).values() if "RULES_FILE" in changes]
         if replicates(runner, [None, *later_rules]):
             world.start_replication()

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
-from ecr_automation.adapters.clients import AwsClients
+from ecr_automation.adapters.clients import AwsClients, MemberAccounts
 from ecr_automation.local.template import SamTemplate
 from ecr_automation.models.domain import RepositoryRef
 from ecr_automation.models.events.base import REPOSITORY_ARN_PATTERN
@@ -78,13 +78,21 @@ def ecr_image_action(repository: RepositoryRef, digest: str, *, action: str, tag
 class ObservedClients(AwsClients):
     """Clients whose writes are turned into the events AWS would emit for them."""
 
-    def __init__(self, on_event: EventCallback, account: str = LOCAL_ACCOUNT) -> None:
-        super().__init__()
+    def __init__(
+        self, on_event: EventCallback, account: str = LOCAL_ACCOUNT, *, members: MemberAccounts | None = None
+    ) -> None:
+        super().__init__(members=members)
         self._on_event = on_event
         self._account = account
 
     def client(self, service: str, region: str) -> Any:
-        client = super().client(service, region)
+        return self._observed(super().client(service, region), service, region)
+
+    def client_in(self, account: str, service: str, region: str) -> Any:
+        """A member account's client (its member role's credentials) is observed like our own."""
+        return self._observed(super().client_in(account, service, region), service, region)
+
+    def _observed(self, client: Any, service: str, region: str) -> Any:
         if not getattr(client, "_ecr_automation_observed", False):
             client._ecr_automation_observed = True
             events = client.meta.events
