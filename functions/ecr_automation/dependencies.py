@@ -158,7 +158,13 @@ class Dependencies:
 
         if not self.settings.replication_queue_url:
             raise ConfigurationError("environment variable REPLICATION_QUEUE_URL: required by this function")
-        return JobQueue(self.clients, self.settings.replication_queue_url, self.settings.region, self.sink)
+        return JobQueue(
+            self.clients,
+            self.settings.replication_queue_url,
+            self.settings.region,
+            self.sink,
+            dry_run=self.settings.dry_run,
+        )
 
     @cached_property
     def assumed_roles(self) -> AssumedRoles:

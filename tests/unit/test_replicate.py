@@ -425,6 +425,19 @@ def test_the_queue_raises_when_sqs_refuses_a_job() -> None:
         JobQueue(clients, "https://sqs/queue", "us-east-1", CollectingSink(), sleep=lambda _: None).send([job])
 
 
+def test_a_dry_run_reports_the_jobs_it_would_queue_and_sends_none() -> None:
+    jobs = [ecr_job(parse_rules(PUSH_RULES))]
+    clients = stubbed_sqs()
+    sink = CollectingSink()
+    # No response is stubbed: any call to SQS would fail the test.
+    with Stubber(clients.client("sqs", "us-east-1")) as stubber:
+        sent = JobQueue(clients, "https://sqs/queue", "us-east-1", sink, dry_run=True).send(jobs * 2)
+        stubber.assert_no_pending_responses()
+    assert sent == 1
+    assert sink.kinds() == ["replication_job_skipped"]
+    assert sink.effects[0].fields["dry_run"] is True
+
+
 # -- settings ----------------------------------------------------------------------------------------------
 def test_endpoint_overrides_are_json_of_hosts_to_urls() -> None:
     settings = settings_from_environment(

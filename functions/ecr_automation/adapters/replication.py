@@ -72,16 +72,23 @@ class JobQueue:
         sink: EffectSink,
         *,
         sleep: Callable[[float], None] = time.sleep,
+        dry_run: bool = False,
     ) -> None:
         self._clients = clients
         self._queue_url = queue_url
         self._region = region
         self._sink = sink
         self._sleep = sleep
+        self._dry_run = dry_run
 
     def send(self, jobs: Sequence[ReplicationJob]) -> int:
         """Send every job (10 per call); entries SQS fails are retried, then raise ``QueueSendError``."""
         unique = list({job.job_id: job for job in jobs}.values())  # batch entry ids must be unique
+        if self._dry_run:
+            # A dry run changes no registry: a queued job would copy for real, so it is reported, not queued.
+            for job in unique:
+                self._sink.record(Effect("replication_job_skipped", {**_job_effect(job), "dry_run": True}))
+            return len(unique)
         for start in range(0, len(unique), SQS_BATCH_SIZE):
             self._send_batch(unique[start : start + SQS_BATCH_SIZE])
         return len(unique)
@@ -102,12 +109,7 @@ class JobQueue:
             )
             for sent in response.get("Successful", []):
                 job = pending.pop(sent["Id"])
-                self._sink.record(
-                    Effect(
-                        "replication_job_queued",
-                        {"job_id": job.job_id, "tag": job.source.tag, "destination": job.destination.describe()},
-                    )
-                )
+                self._sink.record(Effect("replication_job_queued", _job_effect(job)))
             failed = response.get("Failed", [])
             refused = [entry for entry in failed if entry.get("SenderFault")]
             if refused:  # the request itself is wrong: sending it again cannot help
@@ -118,6 +120,10 @@ class JobQueue:
             if attempt + 1 < SEND_ATTEMPTS:
                 self._sleep(random.uniform(0, SEND_BACKOFF_SECONDS * 2**attempt))  # noqa: S311 - jitter
         raise QueueSendError(f"SQS failed {len(pending)} job(s) after {SEND_ATTEMPTS} attempts")
+
+
+def _job_effect(job: ReplicationJob) -> dict[str, str]:
+    return {"job_id": job.job_id, "tag": job.source.tag, "destination": job.destination.describe()}
 
 
 # -- other accounts ------------------------------------------------------------------------------------
