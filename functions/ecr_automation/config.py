@@ -87,11 +87,6 @@ class Settings(BaseModel):
         pattern=r"^[A-Za-z0-9_+=,.@:/-]+$",
     )
 
-    @field_validator("application_account_id", "member_account_role_name", "member_account_external_id", mode="before")
-    @classmethod
-    def _empty_member_setting_is_unset(cls, value: object) -> object:
-        return value or None  # the template renders "no organisation" as empty strings
-
     @field_validator("member_account_external_id")
     @classmethod
     def _member_accounts_complete(cls, value: str | None, info: ValidationInfo) -> str | None:
@@ -108,23 +103,19 @@ class Settings(BaseModel):
         "slack_webhook_secret_arn",
         "notify_topic_arn",
         "replication_queue_url",
-        mode="before",
-    )
-    @classmethod
-    def _empty_is_unset(cls, value: object) -> object:
-        # CloudFormation conditions render "unset" as an empty string.
-        return value or None
-
-    @field_validator(
         "rules_ssm_parameter",
         "rules_appconfig_application",
         "rules_appconfig_environment",
         "rules_appconfig_profile",
+        "application_account_id",
+        "member_account_role_name",
+        "member_account_external_id",
         mode="before",
     )
     @classmethod
-    def _empty_rules_store_is_unset(cls, value: object) -> object:
-        return value or None  # the template renders the stores not chosen as empty strings
+    def _empty_is_unset(cls, value: object) -> object:
+        # The template renders "unset" as an empty string: a condition false, a rules store not chosen, no organisation.
+        return value or None
 
     @model_validator(mode="after")
     def _rules_store_named(self) -> Self:

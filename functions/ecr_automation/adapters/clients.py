@@ -157,11 +157,17 @@ class AwsClients:
                 account,
                 members.role_arn(account),
             )
-            credentials = DeferredRefreshableCredentials(refresh_using=refresh, method="assume-role")
-            core = botocore.session.Session()
-            core.register_component("credential_provider", CredentialResolver([_GivenCredentials(credentials)]))
-            self._member_sessions[account] = boto3.Session(botocore_session=core)
+            self._member_sessions[account] = assumed_role_session(refresh)
         return self._member_sessions[account]
+
+
+def assumed_role_session(refresh: Any) -> boto3.Session:
+    """A session whose credentials come from ``refresh`` (an assume-role refresher): fetched on first use and
+    renewed by botocore before they expire, so no caller keeps a timer of its own."""
+    credentials = DeferredRefreshableCredentials(refresh_using=refresh, method="assume-role")
+    core = botocore.session.Session()
+    core.register_component("credential_provider", CredentialResolver([_GivenCredentials(credentials)]))
+    return boto3.Session(botocore_session=core)
 
 
 def client_in(clients: AwsClients, account: str, service: str, region: str) -> Any:

@@ -16,10 +16,10 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-import boto3
+from botocore.credentials import create_assume_role_refresher
 from botocore.exceptions import ClientError
 
-from ecr_automation.adapters.clients import AwsClients, client_in
+from ecr_automation.adapters.clients import AwsClients, assumed_role_session, client_in, partition_of
 from ecr_automation.adapters.oci import (
     Copier,
     CopyError,
@@ -47,7 +47,6 @@ SQS_BATCH_SIZE = 10
 SEND_ATTEMPTS = 4
 SEND_BACKOFF_SECONDS = 0.2
 # Assumed-role credentials are renewed this long before they expire (a copy may take minutes).
-ROLE_REFRESH_MARGIN_SECONDS = 10 * 60
 ROLE_SESSION_SECONDS = 3600
 ROLE_SESSION_NAME = "ecr-automation-replication"
 # Registry credentials are read again after this long, so a rotated secret is picked up.
@@ -87,7 +86,7 @@ class JobQueue:
         if self._dry_run:
             # A dry run changes no registry: a queued job would copy for real, so it is reported, not queued.
             for job in unique:
-                self._sink.record(Effect("replication_job_skipped", {**_job_effect(job), "dry_run": True}))
+                self._sink.record(Effect("replication_job_skipped", {**job.summary(), "dry_run": True}))
             return len(unique)
         for start in range(0, len(unique), SQS_BATCH_SIZE):
             self._send_batch(unique[start : start + SQS_BATCH_SIZE])
@@ -109,7 +108,7 @@ class JobQueue:
             )
             for sent in response.get("Successful", []):
                 job = pending.pop(sent["Id"])
-                self._sink.record(Effect("replication_job_queued", _job_effect(job)))
+                self._sink.record(Effect("replication_job_queued", job.summary()))
             failed = response.get("Failed", [])
             refused = [entry for entry in failed if entry.get("SenderFault")]
             if refused:  # the request itself is wrong: sending it again cannot help
@@ -122,25 +121,18 @@ class JobQueue:
         raise QueueSendError(f"SQS failed {len(pending)} job(s) after {SEND_ATTEMPTS} attempts")
 
 
-def _job_effect(job: ReplicationJob) -> dict[str, str]:
-    return {"job_id": job.job_id, "tag": job.source.tag, "destination": job.destination.describe()}
-
-
 # -- other accounts ------------------------------------------------------------------------------------
-@dataclass
-class _AssumedRole:
-    clients: AwsClients
-    refresh_at: float
-
-
 class AssumedRoles:
-    """``AwsClients`` acting as a role (in another account), from STS AssumeRole, cached until shortly before expiry."""
+    """``AwsClients`` acting as a role (in another account) that a [[replicate]] target names.
 
-    def __init__(self, clients: AwsClients, region: str, *, clock: Callable[[], float] = time.time) -> None:
+    The role is assumed on first use and renewed by botocore before it expires (the same refreshable
+    credentials the member accounts use, ``clients.assumed_role_session``).
+    """
+
+    def __init__(self, clients: AwsClients, region: str) -> None:
         self._clients = clients
         self._region = region
-        self._clock = clock
-        self._roles: dict[str, _AssumedRole] = {}
+        self._roles: dict[str, AwsClients] = {}
         self._lock = threading.Lock()
 
     def clients_for(self, role_arn: str | None) -> AwsClients:
@@ -148,35 +140,20 @@ class AssumedRoles:
         if role_arn is None:
             return self._clients
         with self._lock:
-            cached = self._roles.get(role_arn)
-            if cached is None or self._clock() >= cached.refresh_at:
-                cached = self._assume(role_arn)
-                self._roles[role_arn] = cached
-            return cached.clients
-
-    def _assume(self, role_arn: str) -> _AssumedRole:
-        credentials = self._clients.client("sts", self._region).assume_role(
-            RoleArn=role_arn, RoleSessionName=ROLE_SESSION_NAME, DurationSeconds=ROLE_SESSION_SECONDS
-        )["Credentials"]
-        session = boto3.Session(
-            aws_access_key_id=credentials["AccessKeyId"],
-            aws_secret_access_key=credentials["SecretAccessKey"],
-            aws_session_token=credentials["SessionToken"],
-        )
-        expires_at = credentials["Expiration"].timestamp()
-        refresh_at = max(self._clock() + 60, expires_at - ROLE_REFRESH_MARGIN_SECONDS)
-        return _AssumedRole(AwsClients(session), refresh_at)
+            if role_arn not in self._roles:
+                refresh = create_assume_role_refresher(
+                    self._clients.client("sts", self._region),
+                    {
+                        "RoleArn": role_arn,
+                        "RoleSessionName": ROLE_SESSION_NAME,
+                        "DurationSeconds": ROLE_SESSION_SECONDS,
+                    },
+                )
+                self._roles[role_arn] = AwsClients(assumed_role_session(refresh))
+            return self._roles[role_arn]
 
 
 # -- destination repositories ----------------------------------------------------------------------------
-def _partition(region: str) -> str:
-    if region.startswith("cn-"):
-        return "aws-cn"
-    if region.startswith("us-gov-"):
-        return "aws-us-gov"
-    return "aws"
-
-
 def _error_code(error: ClientError) -> str:
     return str(error.response.get("Error", {}).get("Code", ""))
 
@@ -240,7 +217,7 @@ class EcrDestinations:
 
     def _source_tags(self, job: ReplicationJob) -> list[dict[str, str]]:
         source = job.source
-        arn = f"arn:{_partition(source.region)}:ecr:{source.region}:{source.account}:repository/{source.repository}"
+        arn = f"arn:{partition_of(source.region)}:ecr:{source.region}:{source.account}:repository/{source.repository}"
         ecr = client_in(self._clients, source.account, "ecr", source.region)  # the source's account acts
         response = ecr.list_tags_for_resource(resourceArn=arn)
         return [{"Key": tag["Key"], "Value": tag["Value"]} for tag in response.get("tags", [])]

@@ -34,9 +34,7 @@ def plan_replication(event: ReplicateEvent, dependencies: Dependencies) -> dict[
     if planned.jobs:
         dependencies.replication_queue.send(planned.jobs)
         metrics.add_metric(name="ReplicationJobsPlanned", unit=MetricUnit.Count, value=len(planned.jobs))
-    jobs = [
-        {"job_id": job.job_id, "tag": job.source.tag, "destination": job.destination.describe()} for job in planned.jobs
-    ]
+    jobs = [job.summary() for job in planned.jobs]
     logger.info("replication planned", extra={"jobs": jobs, "notes": planned.notes})
     return {"result": "planned" if jobs else "nothing", "jobs": jobs, "notes": planned.notes}
 

@@ -27,7 +27,6 @@ from ecr_automation.logic.ports import FindingsSource, MessageSink, Registry, Se
 from ecr_automation.models.domain import RepositoryRef, short_digest
 from ecr_automation.models.events.application import (
     ImageReplicationFailedEvent,
-    LifecycleViolationDetail,
     LifecycleViolationEvent,
     TagGuardViolationAttributedEvent,
     TagGuardViolationEvent,
@@ -101,6 +100,18 @@ _LINKABLE_URL = re.compile(r"https?://[^\s|<>]+", re.IGNORECASE)
 _WHITESPACE = re.compile(r"\s+")
 _MRKDWN_ENTITIES = {"&": "&amp;", "<": "&lt;", ">": "&gt;"}
 _PLAIN_LOOKALIKES = str.maketrans({"<": "\u2039", ">": "\u203a"})
+
+
+@dataclass(frozen=True)
+class _AlertKind:
+    """An alert this application raises, and the [[notify]] switch that turns it on."""
+
+    name: str
+    wanted: Callable[[NotifyRule], bool]
+
+
+_ALERTS_VIOLATIONS = _AlertKind("violations", lambda rule: rule.alert_violations)
+_ALERTS_REPLICATION_FAILURES = _AlertKind("replication failures", lambda rule: rule.alert_replication_failures)
 
 
 class NotifyResult(StrEnum):
@@ -1016,42 +1027,35 @@ class Notifier:
 
     # -- this application's events and replication -------------------------------------------------
     def _on_violation(self, event: TagGuardViolationEvent | TagGuardViolationAttributedEvent) -> NotifyOutcome:
-        return self._alert_violation(event.detail, render_violation(event))
+        detail = event.detail
+        repository = RepositoryRef(detail.registry_id, detail.region, detail.repository_name)
+        return self._alert(repository, lambda: render_violation(event), _ALERTS_VIOLATIONS)
 
     def _on_lifecycle_violation(self, event: LifecycleViolationEvent) -> NotifyOutcome:
-        return self._alert_violation(event.detail, render_lifecycle_violation(event))
-
-    def _alert_violation(self, detail: ViolationDetail | LifecycleViolationDetail, message: Message) -> NotifyOutcome:
-        """A guard's violation (a tag, a lifecycle policy) goes where its repository's rule says, if it alerts them."""
-        rule = self._rules.notify_for(detail.repository_name)
-        if rule is None:
-            return NotifyOutcome(NotifyResult.NO_RULE, notes=[f"no notify rule for {detail.repository_name}"])
-        if not rule.alert_violations:
-            return NotifyOutcome(NotifyResult.IGNORED, notes=["the rule does not alert violations"])
+        detail = event.detail
         repository = RepositoryRef(detail.registry_id, detail.region, detail.repository_name)
-        return self._deliver(repository, rule, message, [])
+        return self._alert(repository, lambda: render_lifecycle_violation(event), _ALERTS_VIOLATIONS)
 
     def _on_replication(self, event: ReplicationActionEvent) -> NotifyOutcome:
         detail = event.detail
         if detail.result != "FAILED":
             return NotifyOutcome(NotifyResult.IGNORED, notes=[f"replication {detail.result}: nothing to report"])
-        rule = self._rules.notify_for(detail.repository_name)
-        if rule is None:
-            return NotifyOutcome(NotifyResult.NO_RULE, notes=[f"no notify rule for {detail.repository_name}"])
-        if not rule.alert_replication_failures:
-            return NotifyOutcome(NotifyResult.IGNORED, notes=["the rule does not alert replication failures"])
         repository = RepositoryRef(event.account, event.region, detail.repository_name)
-        return self._deliver(repository, rule, render_replication_failure(event), [])
+        return self._alert(repository, lambda: render_replication_failure(event), _ALERTS_REPLICATION_FAILURES)
 
     def _on_own_replication_failure(self, event: ImageReplicationFailedEvent) -> NotifyOutcome:
         source = event.detail.source
-        rule = self._rules.notify_for(source.repository_name)
-        if rule is None:
-            return NotifyOutcome(NotifyResult.NO_RULE, notes=[f"no notify rule for {source.repository_name}"])
-        if not rule.alert_replication_failures:
-            return NotifyOutcome(NotifyResult.IGNORED, notes=["the rule does not alert replication failures"])
         repository = RepositoryRef(source.account, source.region, source.repository_name)
-        return self._deliver(repository, rule, render_own_replication_failure(event), [])
+        return self._alert(repository, lambda: render_own_replication_failure(event), _ALERTS_REPLICATION_FAILURES)
+
+    def _alert(self, repository: RepositoryRef, render: Callable[[], Message], kind: _AlertKind) -> NotifyOutcome:
+        """An alert goes where its repository's rule routes it, if that rule alerts this kind; rendered only then."""
+        rule = self._rules.notify_for(repository.name)
+        if rule is None:
+            return NotifyOutcome(NotifyResult.NO_RULE, notes=[f"no notify rule for {repository.name}"])
+        if not kind.wanted(rule):
+            return NotifyOutcome(NotifyResult.IGNORED, notes=[f"the rule does not alert {kind.name}"])
+        return self._deliver(repository, rule, render(), [])
 
     # -- delivery ----------------------------------------------------------------------------------
     def _deliver(

@@ -93,6 +93,10 @@ class ReplicationJob(_Message):
     # The event that planned the job, for tracing (not part of the id: duplicates plan one job).
     planned_by: str = ""
 
+    def summary(self) -> dict[str, str]:
+        """What logs and effects say of a job: its id, its tag and where it goes."""
+        return {"job_id": self.job_id, "tag": self.source.tag, "destination": self.destination.describe()}
+
 
 def job_id_of(source: ImageSource, destination: EcrDestination | RegistryDestination) -> str:
     """sha256 of the source digest, the tag and the target: stable across deliveries and processes."""
